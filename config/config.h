@@ -1,0 +1,93 @@
+/* config/config.h - the gateway's settings: one table, an INI file, the environment.
+ *
+ * Order of precedence: built-in default < INI file (--config FILE) <
+ * environment variable SECTION_KEY (upper case: [marketo] soap_endpoint ->
+ * MARKETO_SOAP_ENDPOINT). Every key lives in one table in config.c with its
+ * type, default, min, max and validator; an unknown key, a bad number or an
+ * out-of-range value fails the load with a message naming the key.
+ *
+ * Ownership: gw_config owns every string in it; gw_config_free() releases
+ * them and copes with a zeroed or half-loaded struct.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct gw_config {
+    /* [marketo] */
+    char *soap_endpoint;          /* SOAP endpoint URL; NULL/empty: not configured (readyz 503) */
+    char *user_id;                /* mktowsUserId */
+    char *encryption_key;         /* HMAC-SHA1 key (secret) */
+    int64_t timeout_ms;           /* one SOAP call's deadline (30000) */
+    int64_t max_response_bytes;   /* cap on one SOAP response body (64 MiB) */
+    int64_t retry_max_attempts;   /* attempts per SOAP call incl. the first (3) */
+    bool tls_verify;              /* verify the upstream's TLS certificate (true) */
+
+    /* [gateway] */
+    char *listen;                 /* "host:port" (127.0.0.1:8080) */
+    int64_t threads;              /* HTTP worker threads (0: number of cores) */
+    int64_t max_body_bytes;       /* request body cap (8 MiB) */
+    int64_t max_keys;             /* keys in one lookup before 400 (1000) */
+    int64_t max_page_size;        /* largest limit= (1000) */
+    int64_t default_page_size;    /* limit when none given (100) */
+    int64_t sync_batch_size;      /* leads per syncMultipleLeads call (300, max 300) */
+    int64_t max_sync_leads;       /* leads in one POST /leads/sync (10000) */
+    int64_t connection_limit;     /* open HTTP connections (1024) */
+    int64_t idle_timeout_s;       /* per-connection idle timeout (30) */
+    int64_t drain_timeout_ms;     /* shutdown: longest wait for in-flight work (20000) */
+    int64_t request_timeout_ms;   /* a whole request's deadline, all SOAP calls (60000) */
+    char *log_level;              /* debug|info|warn|error (info) */
+
+    /* [auth] */
+    char *api_keys;               /* comma-separated inbound keys (secret) */
+    bool auth_disabled;           /* true turns auth off; only with api_keys empty */
+
+    /* [cursor] */
+    char *cursor_secret;          /* MAC key (secret); empty: random per process */
+    int64_t cursor_ttl_seconds;   /* cursor lifetime (3600) */
+
+    /* [redis] */
+    char *redis_url;              /* redis://[:password@]host:port/db; empty: in-process */
+    char *redis_password;         /* REDIS_PASSWORD (secret), instead of one in the URL */
+    char *redis_key_prefix;       /* prefix of every key ("mktgw:") */
+    int64_t redis_connect_timeout_ms; /* (500) */
+    int64_t redis_command_timeout_ms; /* (500) */
+
+    /* [cache] */
+    int64_t cache_ttl_seconds;          /* positive entries (300) */
+    int64_t cache_negative_ttl_seconds; /* "no such lead" entries (30) */
+    int64_t cache_max_entries;          /* in-process LRU bound (100000) */
+
+    /* [ratelimit] */
+    int64_t rl_calls_per_window;  /* outbound calls per rolling window (100) */
+    int64_t rl_window_seconds;    /* window length (20) */
+    int64_t rl_max_concurrent;    /* outbound calls in flight (10) */
+    int64_t rl_daily_quota;       /* outbound calls per US-Central day (10000) */
+    int64_t rl_queue_timeout_ms;  /* longest wait for a slot before 429 (10000) */
+    double rl_fallback_share;     /* share of the budget used while Redis is down (0.333) */
+
+    /* [cors] */
+    char *cors_allowed_origins;   /* comma-separated; "*" allowed; empty: no CORS */
+} gw_config;
+
+/* Fills cfg with defaults, then the INI file at path (NULL: none), then the
+ * environment. Returns 0, or -1 with a one-line message in err naming the
+ * key (and the file line for INI errors). cfg must be zeroed or freed. */
+int gw_config_load(gw_config *cfg, const char *path, char *err, size_t errlen);
+
+/* Cross-key checks done after loading (e.g. auth.disabled needs api_keys
+ * empty, auth on needs at least one key). Returns 0 or -1 with err. */
+int gw_config_validate(const gw_config *cfg, char *err, size_t errlen);
+
+/* Prints the effective settings as INI, secrets shown as "****" (or "" when
+ * empty). For --check-config. */
+void gw_config_print(const gw_config *cfg, FILE *out);
+
+/* Releases every string; leaves cfg zeroed. */
+void gw_config_free(gw_config *cfg);
+
+#endif /* GW_CONFIG_H */

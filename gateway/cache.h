@@ -1,0 +1,76 @@
+/* gateway/cache.h - the lookup cache: per key type, key value and field set.
+ *
+ * Only key lookups are cached (list and updated-at pages are not). An entry
+ * is the JSON array of the lead objects that matched one key (gateway JSON
+ * shape, see leadjson.h); "[]" is a negative entry ("no such lead") kept for
+ * the negative TTL.
+ *
+ * Freshness: the cache never serves data older than a sync that went
+ * through any gateway sharing it. invalidate() drops every field-set variant
+ * of the given keys and every entry holding one of the given lead ids, and
+ * advances the epoch. get_many() reports the epoch it read; put_many() with
+ * that epoch stores nothing if any invalidation happened in between, so a
+ * lookup that was in flight during a sync cannot write pre-sync data back.
+ *
+ * Key values are compared byte for byte: callers normalise first
+ * (gw_cache_normalize). Thread safety: every function may be called from any
+ * thread.
+ */
+#ifndef GW_CACHE_H
+#define GW_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "soap/soap.h"
+
+typedef struct gw_cache gw_cache;
+
+/* One entry to store. */
+typedef struct gw_cache_put {
+    const char *value;   /* key value (normalised) */
+    const char *json;    /* JSON array text of matching leads; "[]" negative */
+    const int64_t *ids;  /* lead ids inside json, for invalidation by id */
+    size_t nids;         /* entries in ids */
+} gw_cache_put;
+
+/* One key to invalidate. */
+typedef struct gw_cache_key {
+    soap_key_type type;  /* key type */
+    const char *value;   /* key value (normalised) */
+} gw_cache_key;
+
+typedef struct gw_cache_ops {
+    const char *name; /* "local", "redis" */
+    /* Reads n keys of one type under one field set ("" = all fields). out[i]
+     * gets a malloc'd NUL-terminated JSON text (caller frees) or NULL on a
+     * miss. *epoch gets the epoch to pass to put_many. Returns 0, or -1 when
+     * the backend is unavailable (every out[i] NULL: the caller bypasses). */
+    int (*get_many)(gw_cache *c, soap_key_type t, const char *fieldset,
+                    const char *const *values, size_t n, char **out, uint64_t *epoch);
+    /* Stores n entries (TTL, or negative TTL for "[]") unless the epoch has
+     * moved since *epoch was read. Returns 0 stored, 1 skipped (stale), -1 error. */
+    int (*put_many)(gw_cache *c, soap_key_type t, const char *fieldset,
+                    const gw_cache_put *items, size_t n, uint64_t epoch);
+    /* Drops every variant of the keys and every entry holding one of ids;
+     * advances the epoch (even with nothing to drop). Returns 0 or -1. */
+    int (*invalidate)(gw_cache *c, const gw_cache_key *keys, size_t nkeys,
+                      const int64_t *ids, size_t nids);
+    /* Frees the cache. */
+    void (*destroy)(gw_cache *c);
+} gw_cache_ops;
+
+struct gw_cache {
+    const gw_cache_ops *ops; /* backend's functions; first member of every backend */
+};
+
+/* In-process backend: LRU bounded to max_entries, TTLs in seconds. */
+gw_cache *gw_cache_local_new(int64_t max_entries, int64_t ttl_s, int64_t negative_ttl_s);
+
+/* Writes the cache form of a key value into out (size outlen): e-mail key
+ * types lower-cased (Marketo matches them case-insensitively), others as is.
+ * Returns 0, or -1 if it does not fit. */
+int gw_cache_normalize(soap_key_type t, const char *value, char *out, size_t outlen);
+
+#endif /* GW_CACHE_H */

@@ -1,0 +1,45 @@
+/* gateway/leadjson.h - lead records between SOAP structs and the gateway's JSON.
+ *
+ * Lead object: {"id": 67508, "email": "joe@marketo.com", "foreignSysPersonId":
+ * null, "foreignSysType": null, "attributes": {"LeadScore": 11, ...}}.
+ * Attribute values keep their attrType: integer -> JSON integer, float and
+ * currency -> JSON number, boolean -> true/false, anything else (and a value
+ * that does not parse as its type) -> string; xsi:nil -> null.
+ */
+#ifndef GW_LEADJSON_H
+#define GW_LEADJSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#include "soap/soap.h"
+
+/* New reference to the JSON object of one lead, or NULL on no memory. */
+json_t *gw_lead_to_json(const soap_lead *l);
+
+/* New reference to one typed attribute value. */
+json_t *gw_attr_to_json(const soap_attr *a);
+
+/* A parsed POST /leads/sync body. */
+typedef struct gw_sync_request {
+    soap_lead *leads;  /* in input order; attrs carry string values, type NULL */
+    size_t nleads;     /* entries in leads */
+    bool dedup;        /* "dedup" (default true) */
+} gw_sync_request;
+
+/* Parses and validates a sync body: an object with a non-empty "leads"
+ * array of at most max_leads objects, each with an integer "id", a string
+ * "email" or a string "foreignSysPersonId"; "attributes" an object of
+ * string/number/boolean/null values (null is sent as an empty value);
+ * no unknown members; every string valid UTF-8 without control characters.
+ * Returns 0, or -1 with a 400 "detail" message in err (naming the index of
+ * the offending lead, never its values). out must be zeroed; clear it after. */
+int gw_sync_request_parse(const char *body, size_t len, size_t max_leads,
+                          gw_sync_request *out, char *err, size_t errlen);
+
+/* Frees everything; leaves r zeroed. */
+void gw_sync_request_clear(gw_sync_request *r);
+
+#endif /* GW_LEADJSON_H */

@@ -1,0 +1,115 @@
+/* gateway/upstream.h - the upstream engine: every SOAP call to Marketo.
+ *
+ * One thread owns a curl multi handle (keep-alive connections reused, TLS
+ * verified) and a queue of jobs. HTTP handlers never block on Marketo: they
+ * fill a gw_job, submit it, suspend their connection, and resume it from the
+ * job's done callback. The engine takes an outbound slot from the rate
+ * limiter before each SOAP call, gives up on jobs whose queue deadline
+ * passes (RATE_LIMITED -> 429), retries retryable faults and transport
+ * errors with jittered backoff inside the job's deadline (20016 re-signed at
+ * once; 20023/20024 and 5xx after waiting, honouring Retry-After), and ends
+ * every job exactly once, shutdown included.
+ *
+ * The waiting queue is a list the engine walks in order, so that jobs still
+ * waiting for a slot can be inspected and merged: a later change folds
+ * waiting key lookups of one key type and field set into one getMultipleLeads
+ * call of up to 100 keys. A job is therefore one logical request part and a
+ * call is what goes on the wire; today each call serves one job.
+ */
+#ifndef GW_UPSTREAM_H
+#define GW_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "gateway/ratelimit.h"
+#include "soap/soap.h"
+
+typedef enum gw_call_kind {
+    GW_CALL_GET_MULTIPLE = 0, /* getMultipleLeads with job->get */
+    GW_CALL_SYNC_MULTIPLE,    /* syncMultipleLeads with job->sync_leads */
+} gw_call_kind;
+
+typedef enum gw_outcome {
+    GW_OUT_OK = 0,        /* result in job->leads or job->sync */
+    GW_OUT_FAULT,         /* Marketo answered with a fault (after retries): job->fault */
+    GW_OUT_RATE_LIMITED,  /* no outbound slot before the queue deadline: job->retry_after_s */
+    GW_OUT_QUOTA,         /* the daily quota is spent: job->retry_after_s until reset */
+    GW_OUT_TIMEOUT,       /* the job's deadline passed during a call */
+    GW_OUT_UNREACHABLE,   /* connect or transport failure (after retries) */
+    GW_OUT_BAD_RESPONSE,  /* body unparsable, not SOAP (an HTML 503 page), or too large */
+    GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run */
+} gw_outcome;
+
+typedef struct gw_job gw_job;
+
+/* Called exactly once per job, on the engine thread, after the outcome and
+ * results are set. Must be quick and must not free the job synchronously
+ * unless the submitter owns it in a way that allows it (typically: it
+ * decrements a pending count and calls MHD_resume_connection). */
+typedef void (*gw_job_done_fn)(gw_job *job, void *arg);
+
+struct gw_job {
+    /* ---- set by the submitter; borrowed (not copied) until done runs ---- */
+    gw_call_kind kind;            /* which operation */
+    soap_get_multiple get;        /* GET_MULTIPLE: parameters (pointers borrowed) */
+    const soap_lead *sync_leads;  /* SYNC_MULTIPLE: records (1..300) */
+    size_t nsync;                 /* SYNC_MULTIPLE: entries in sync_leads */
+    bool dedup;                   /* SYNC_MULTIPLE: dedupEnabled */
+    int64_t queue_deadline_ms;    /* monotonic ms: no slot by then -> RATE_LIMITED */
+    int64_t deadline_ms;          /* monotonic ms: the whole job, retries included */
+    gw_job_done_fn done;          /* completion callback */
+    void *done_arg;               /* its argument */
+
+    /* ---- filled by the engine before done ---- */
+    gw_outcome outcome;           /* how it ended */
+    soap_leads_result leads;      /* GET_MULTIPLE and OK: parsed page (owned by the job) */
+    soap_sync_result sync;        /* SYNC_MULTIPLE and OK: statuses (owned by the job) */
+    soap_fault fault;             /* FAULT: Marketo's fault (owned by the job) */
+    int64_t retry_after_s;        /* RATE_LIMITED, QUOTA, rate faults: seconds to suggest */
+    int attempts;                 /* SOAP calls made for this job */
+    bool maybe_applied;           /* SYNC: a call may have reached Marketo with no answer */
+    char detail[160];             /* transport/parse error text (no secrets, no keys) */
+
+    /* ---- engine-private ---- */
+    gw_job *q_next;               /* queue link */
+    gw_job *q_prev;               /* queue link */
+    int64_t not_before_ms;        /* backoff: do not start before this monotonic time */
+    int64_t enqueued_ms;          /* monotonic time of submit (metrics) */
+};
+
+typedef struct gw_upstream gw_upstream;
+
+/* Creates the engine (not started). lim is borrowed and must outlive it.
+ * Returns NULL with err filled. */
+gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, size_t errlen);
+
+/* Starts the engine thread. Returns 0 or -1. */
+int gw_upstream_start(gw_upstream *u);
+
+/* Queues a job (any thread). The job must stay valid until its done callback
+ * has run; done runs exactly once, even when the engine is stopping. */
+void gw_upstream_submit(gw_upstream *u, gw_job *job);
+
+/* Stops taking new calls: queued jobs that have not started end SHUTDOWN
+ * once drain_deadline_ms (monotonic) passes, in-flight calls get until then
+ * to finish, then end TIMEOUT. Joins the thread. Idempotent. */
+void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms);
+
+/* Frees the engine (shuts it down first if needed). */
+void gw_upstream_free(gw_upstream *u);
+
+/* Releases what the engine put into a job (results, fault); the submitter
+ * calls it when done with the results. */
+void gw_job_clear_results(gw_job *job);
+
+/* Monotonic clock in ms, the time base of every deadline above. */
+int64_t gw_now_ms(void);
+
+/* Jobs waiting for a slot and calls in flight (for /metrics). */
+size_t gw_upstream_queued(gw_upstream *u);
+size_t gw_upstream_in_flight(gw_upstream *u);
+
+#endif /* GW_UPSTREAM_H */

@@ -1,0 +1,233 @@
+/* soap/soap.h - Marketo mktows 2_3 over SOAP 1.1: signing, envelopes, parsers.
+ *
+ * Bytes in, structs out. Nothing here opens a socket, reads a file or
+ * touches global state beyond libxml2's own initialisation (soap_init()).
+ *
+ * Ownership: every builder returns a malloc'd buffer the caller frees with
+ * free(). Every parser fills a result struct the caller releases with the
+ * matching soap_*_free(); those free functions accept a zeroed or half-filled
+ * struct. Input structs are only read, never kept.
+ *
+ * Errors: functions return SOAP_OK (0) or a negative soap_status and, when
+ * given a soap_err, fill it with a short English message that never contains
+ * a secret or a key value (it may name an element).
+ */
+#ifndef SOAP_SOAP_H
+#define SOAP_SOAP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define SOAP_NS "http://www.marketo.com/mktows/"
+#define SOAP_ENV_NS "http://schemas.xmlsoap.org/soap/envelope/"
+#define SOAP_XSI_NS "http://www.w3.org/2001/XMLSchema-instance"
+
+/* Marketo's documented per-call limits. */
+#define SOAP_MAX_KEYS_PER_CALL 100   /* LeadKeySelector keys; more are ignored by Marketo */
+#define SOAP_MAX_SYNC_PER_CALL 300   /* syncMultipleLeads records */
+#define SOAP_MAX_BATCH_SIZE 1000     /* getMultipleLeads batchSize */
+#define SOAP_MAX_WINDOW_DAYS 30      /* LastUpdateAtSelector oldest..latest */
+
+/* Default cap on a response body the parsers accept (callers may pass less). */
+#define SOAP_DEFAULT_MAX_RESPONSE (64u * 1024u * 1024u)
+
+typedef enum soap_status {
+    SOAP_OK = 0,
+    SOAP_ERR_INVALID = -1,   /* caller's input cannot be encoded (bad char, missing field) */
+    SOAP_ERR_PARSE = -2,     /* body is not a well-formed, expected SOAP response */
+    SOAP_ERR_FAULT = -3,     /* body is a SOAP fault: see the soap_fault out-param */
+    SOAP_ERR_TOO_LARGE = -4, /* body exceeds the size cap */
+    SOAP_ERR_OOM = -5,       /* allocation failed */
+} soap_status;
+
+/* Where an error was found and why; filled by the function that found it. */
+typedef struct soap_err {
+    int code;       /* a soap_status value */
+    char msg[160];  /* human text, no secrets, no key values */
+} soap_err;
+
+/* Call once per process before threads start (initialises libxml2). */
+void soap_init(void);
+/* Call once at exit (frees libxml2's globals; keeps leak checkers quiet). */
+void soap_cleanup(void);
+
+/* ---- keys ---------------------------------------------------------------- */
+
+/* The nine LeadKeyRef values of the WSDL, in WSDL order. */
+typedef enum soap_key_type {
+    SOAP_KEY_IDNUM = 0,
+    SOAP_KEY_COOKIE,
+    SOAP_KEY_EMAIL,
+    SOAP_KEY_LEADOWNEREMAIL,
+    SOAP_KEY_SFDCACCOUNTID,
+    SOAP_KEY_SFDCCONTACTID,
+    SOAP_KEY_SFDCLEADID,
+    SOAP_KEY_SFDCLEADOWNERID,
+    SOAP_KEY_SFDCOPPTYID,
+    SOAP_KEY__COUNT
+} soap_key_type;
+
+/* "IDNUM", "EMAIL", ...; NULL for an out-of-range value. Static storage. */
+const char *soap_key_type_name(soap_key_type t);
+/* Parses a WSDL name ("EMAIL"); returns SOAP_OK or SOAP_ERR_INVALID. */
+int soap_key_type_parse(const char *name, soap_key_type *out);
+/* The lead attribute that carries this key in a LeadRecord, so that leads of
+ * a many-key response can be matched back to their keys: "Cookies",
+ * "LeadOwnerEmail", "SFDCAccountId", "SFDCContactId", "SFDCLeadId",
+ * "SFDCLeadOwnerId", "SFDCOpptyId". NULL for IDNUM and EMAIL, which are the
+ * record's own Id and Email elements. Static storage. */
+const char *soap_key_type_attr(soap_key_type t);
+
+/* ---- signing (soap/sign.c) ----------------------------------------------- */
+
+#define SOAP_TIMESTAMP_LEN 32  /* buffer size for a W3C timestamp */
+#define SOAP_SIGNATURE_LEN 41  /* 40 hex digits and NUL */
+
+/* Formats t as W3C "2013-08-02T15:47:06-07:00" at the given UTC offset in
+ * seconds (east positive; must be a whole number of minutes, |off| < 24 h).
+ * Returns SOAP_OK or SOAP_ERR_INVALID. */
+int soap_timestamp_format(time_t t, long utc_offset_s, char out[SOAP_TIMESTAMP_LEN]);
+/* Same for now, at the process's local offset. */
+int soap_timestamp_now(char out[SOAP_TIMESTAMP_LEN]);
+/* Parses a W3C/RFC 3339 date-time ("...Z", "...+hh:mm", optional fraction)
+ * into seconds since the epoch. Returns SOAP_OK or SOAP_ERR_INVALID. */
+int soap_timestamp_parse(const char *s, time_t *out);
+
+/* requestSignature: lower-case hex HMAC-SHA1 keyed with encryption_key over
+ * timestamp + user_id. Returns SOAP_OK or SOAP_ERR_INVALID (NULL input). */
+int soap_sign(const char *encryption_key, const char *timestamp, const char *user_id,
+              char out[SOAP_SIGNATURE_LEN]);
+
+/* Credentials for one envelope. timestamp NULL: the builder uses now. */
+typedef struct soap_auth {
+    const char *user_id;         /* mktowsUserId */
+    const char *encryption_key;  /* HMAC key; never written into the envelope */
+    const char *timestamp;       /* W3C timestamp to sign and send, or NULL */
+} soap_auth;
+
+/* ---- lead records ----------------------------------------------------------- */
+
+/* One leadAttributeList/attribute. */
+typedef struct soap_attr {
+    char *name;   /* attrName, never NULL */
+    char *type;   /* attrType ("string", "integer", ...); NULL when absent or nil */
+    char *value;  /* attrValue; NULL when xsi:nil */
+} soap_attr;
+
+/* One LeadRecord, as parsed from a response or given to a sync builder. */
+typedef struct soap_lead {
+    bool has_id;                  /* Id present and not nil */
+    int64_t id;                   /* Id (xs:int on the wire) */
+    char *email;                  /* Email; NULL when absent or nil */
+    char *foreign_sys_person_id;  /* ForeignSysPersonId; NULL when absent or nil */
+    char *foreign_sys_type;       /* ForeignSysType (CUSTOM, SFDC, NETSUITE); NULL when absent/nil */
+    soap_attr *attrs;             /* leadAttributeList, in document order */
+    size_t nattrs;                /* entries in attrs */
+} soap_lead;
+
+/* Frees the members of one lead (not the struct itself). */
+void soap_lead_clear(soap_lead *l);
+
+/* ---- envelopes (soap/envelope.c) -------------------------------------------- */
+
+typedef enum soap_selector_kind {
+    SOAP_SEL_KEYS = 0,     /* LeadKeySelector */
+    SOAP_SEL_STATIC_LIST,  /* StaticListSelector */
+    SOAP_SEL_UPDATED_AT,   /* LastUpdateAtSelector */
+} soap_selector_kind;
+
+/* Parameters of one getMultipleLeads call. */
+typedef struct soap_get_multiple {
+    soap_selector_kind kind;       /* which leadSelector */
+    soap_key_type key_type;        /* SEL_KEYS: keyType */
+    const char *const *keys;       /* SEL_KEYS: keyValues (1..100; more is SOAP_ERR_INVALID) */
+    size_t nkeys;                  /* SEL_KEYS: entries in keys */
+    const char *list_name;         /* SEL_STATIC_LIST: staticListName, or NULL */
+    int64_t list_id;               /* SEL_STATIC_LIST: staticListId when > 0 (name or id, not both needed) */
+    const char *oldest_updated_at; /* SEL_UPDATED_AT: W3C, required */
+    const char *latest_updated_at; /* SEL_UPDATED_AT: W3C, or NULL (open end) */
+    const char *stream_position;   /* streamPosition from the previous page, or NULL */
+    int batch_size;                /* batchSize; 0 omits it */
+    const char *const *attrs;      /* includeAttributes, or NULL for all */
+    size_t nattrs;                 /* entries in attrs */
+} soap_get_multiple;
+
+/* Each builder writes a complete SOAP 1.1 envelope (XML declaration, header
+ * with AuthenticationHeader, body with the namespaced params element) into a
+ * malloc'd NUL-terminated buffer: *out (caller frees), *outlen its length.
+ * Every value is escaped by libxml2; a value that XML cannot carry (control
+ * characters other than tab/CR/LF, invalid UTF-8) is SOAP_ERR_INVALID. */
+int soap_build_get_lead(const soap_auth *auth, soap_key_type t, const char *key_value,
+                        char **out, size_t *outlen, soap_err *err);
+int soap_build_get_multiple_leads(const soap_auth *auth, const soap_get_multiple *p,
+                                  char **out, size_t *outlen, soap_err *err);
+/* syncLead: returnLead is sent as given; marketo_cookie may be NULL. */
+int soap_build_sync_lead(const soap_auth *auth, const soap_lead *lead, bool return_lead,
+                         const char *marketo_cookie, char **out, size_t *outlen, soap_err *err);
+/* syncMultipleLeads: 1..300 leads; each needs id, email or foreign_sys_person_id.
+ * Attribute types are not sent (the WSDL allows them, Marketo ignores them). */
+int soap_build_sync_multiple_leads(const soap_auth *auth, const soap_lead *leads, size_t nleads,
+                                   bool dedup_enabled, char **out, size_t *outlen, soap_err *err);
+
+/* ---- responses (soap/parse.c) ------------------------------------------------- */
+
+/* A SOAP fault, as Marketo sends it. */
+typedef struct soap_fault {
+    int code;           /* serviceException/code, else the leading number of faultstring, else 0 */
+    bool retryable;     /* 20016, 20023, 20024, 20011, 10001 */
+    char *faultcode;    /* "SOAP-ENV:Client", or NULL */
+    char *faultstring;  /* "20014 - Authentication failed", or NULL */
+    char *message;      /* serviceException/message, or NULL */
+} soap_fault;
+void soap_fault_clear(soap_fault *f);
+/* Whether Marketo documents this fault code as worth retrying. */
+bool soap_fault_code_retryable(int code);
+
+/* getLead (count -> return_count) and getMultipleLeads. */
+typedef struct soap_leads_result {
+    int return_count;           /* returnCount (getLead: count) */
+    int remaining_count;        /* remainingCount (getLead: 0) */
+    char *new_stream_position;  /* newStreamPosition; "" when empty/last page; NULL for getLead */
+    soap_lead *leads;           /* leadRecordList, in document order */
+    size_t nleads;              /* entries in leads */
+} soap_leads_result;
+void soap_leads_result_clear(soap_leads_result *r);
+
+typedef enum soap_sync_state {
+    SOAP_SYNC_CREATED = 0,
+    SOAP_SYNC_UPDATED,
+    SOAP_SYNC_FAILED,
+} soap_sync_state;
+
+/* One SyncStatus. */
+typedef struct soap_sync_status {
+    int64_t lead_id;       /* leadId (0 when Marketo gives none, e.g. some FAILED) */
+    soap_sync_state state; /* status */
+    char *error;           /* error text; NULL when nil/absent */
+} soap_sync_status;
+
+/* syncLead (one status) and syncMultipleLeads (one per record, in order). */
+typedef struct soap_sync_result {
+    soap_sync_status *statuses;  /* in document order */
+    size_t nstatuses;            /* entries in statuses */
+} soap_sync_result;
+void soap_sync_result_clear(soap_sync_result *r);
+
+/* The parsers take the raw HTTP body (any HTTP status: Marketo sends faults
+ * with 500). They refuse bodies over max_len (0: SOAP_DEFAULT_MAX_RESPONSE),
+ * any DOCTYPE, entity, external reference or nesting deeper than 64, and
+ * anything that is not the expected success element or a Fault.
+ * Returns SOAP_OK (out filled), SOAP_ERR_FAULT (fault filled, out empty),
+ * or another soap_status with err filled. */
+int soap_parse_get_lead(const char *body, size_t len, size_t max_len,
+                        soap_leads_result *out, soap_fault *fault, soap_err *err);
+int soap_parse_get_multiple_leads(const char *body, size_t len, size_t max_len,
+                                  soap_leads_result *out, soap_fault *fault, soap_err *err);
+int soap_parse_sync_lead(const char *body, size_t len, size_t max_len,
+                         soap_sync_result *out, soap_fault *fault, soap_err *err);
+int soap_parse_sync_multiple_leads(const char *body, size_t len, size_t max_len,
+                                   soap_sync_result *out, soap_fault *fault, soap_err *err);
+
+#endif /* SOAP_SOAP_H */
