@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# scripts/test.sh - installs what is missing, builds, and runs every suite:
+#   1. C unit and black-box suites (cmocka, via meson test) on a normal build,
+#   2. the HTTP end-to-end suites (pytest) against the built gateway and sim,
+#   3. both again on an AddressSanitizer + UBSan build.
+# Ends with one line "N passed, N failed, N skipped" summed over all of them;
+# exits non-zero if anything failed.
+#
+#   scripts/test.sh            everything (what .ci/run runs)
+#   scripts/test.sh --no-asan  skip stage 3 (quicker local runs)
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+
+asan=1
+for a in "$@"; do
+  case "$a" in
+    --no-asan) asan=0 ;;
+    *) echo "usage: $0 [--no-asan]" >&2; exit 2 ;;
+  esac
+done
+
+bash scripts/install-deps.sh test || exit 1
+
+PY=/usr/bin/python3
+export MKTO_SHARED_DIR="${MKTO_SHARED_DIR:-$top/../shared/marketo}"
+results=()
+out="$top/build-test-results"
+rm -rf "$out"; mkdir -p "$out"
+
+# configure_build DIR [meson options...]: set up (or reconfigure) and compile.
+configure_build() {
+  local dir=$1; shift
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" "$@" >"$out/$(basename "$dir")-setup.log" 2>&1 ||
+      { cat "$out/$(basename "$dir")-setup.log"; return 1; }
+  fi
+  ninja -C "$dir" >"$out/$(basename "$dir")-build.log" 2>&1 ||
+    { tail -50 "$out/$(basename "$dir")-build.log"; return 1; }
+}
+
+# run_suites DIR LABEL: meson test, then pytest, recording both result files.
+run_suites() {
+  local dir=$1 label=$2
+  echo "== $label: C suites (meson test)"
+  meson test -C "$dir" --print-errorlogs --no-rebuild >"$out/$label-meson.log" 2>&1
+  tail -8 "$out/$label-meson.log"
+  cp "$dir/meson-logs/testlog.json" "$out/$label-meson.json" 2>/dev/null
+  results+=("$label/c=$out/$label-meson.json")
+
+  echo "== $label: HTTP suites (pytest)"
+  GATEWAY_BIN="$top/$dir/gateway/marketo-gateway" SIM_BIN="$top/$dir/sim/marketo-sim" \
+    "$PY" -m pytest -q -p no:cacheprovider --junitxml="$out/$label-pytest.xml" \
+    tests/server tests/integration >"$out/$label-pytest.log" 2>&1
+  tail -15 "$out/$label-pytest.log"
+  results+=("$label/http=$out/$label-pytest.xml")
+}
+
+if configure_build build; then
+  run_suites build plain
+else
+  echo "build failed"; results+=("plain/build=$out/missing.json")
+fi
+
+if [ "$asan" = 1 ]; then
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
+  export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+  export LSAN_OPTIONS="suppressions=$top/tests/lsan.supp:print_suppressions=0"
+  if configure_build build-asan -Db_sanitize=address,undefined -Db_lundef=false \
+       -Dbuildtype=debug; then
+    run_suites build-asan asan
+  else
+    echo "asan build failed"; results+=("asan/build=$out/missing.json")
+  fi
+fi
+
+echo "== summary"
+"$PY" scripts/summarize.py "${results[@]}"
