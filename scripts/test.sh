@@ -51,7 +51,7 @@ run_suites() {
   echo "== $label: HTTP suites (pytest)"
   GATEWAY_BIN="$top/$dir/gateway/marketo-gateway" SIM_BIN="$top/$dir/sim/marketo-sim" \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$out/$label-pytest.xml" \
-    tests/server tests/integration >"$out/$label-pytest.log" 2>&1
+    tests/server tests/integration tests/redis_e2e >"$out/$label-pytest.log" 2>&1
   tail -15 "$out/$label-pytest.log"
   results+=("$label/http=$out/$label-pytest.xml")
 }
