@@ -1,1 +1,354 @@
-/* stub: replaced by its module's author */
+/* gateway/sync.c - POST /leads/sync.
+ *
+ * The body is parsed and validated whole before anything is sent (a bad
+ * body is 400 and costs no SOAP call). The leads are cut into batches of
+ * gateway.sync_batch_size (at most 300), one syncMultipleLeads job each,
+ * all submitted at once under the outbound limiter. When every job has
+ * ended, each input lead gets exactly one result, in input order:
+ *   - batch answered:        status k of the answer is lead k of the batch;
+ *                            a lead Marketo gave no status for is FAILED;
+ *   - batch faulted:         FAILED, "Marketo fault <code>";
+ *   - batch never answered:  NOT_SENT with the reason (and a warning when a
+ *                            call may have reached Marketo unanswered).
+ * The reply is 200, except when every batch was refused by the outbound
+ * budget (rate limit or daily quota: nothing was sent), which is 429.
+ *
+ * Freshness: before replying, whatever the outcome, the cache entries of
+ * every key the sync may have changed are invalidated (e-mails, ids given
+ * and returned, and the values of the key-mapping attributes sent), which
+ * also advances the cache epoch so that a lookup in flight cannot write
+ * pre-sync data back.
+ */
+#include "gateway/server.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "gateway/cache.h"
+#include "gateway/leadjson.h"
+#include "gateway/leads_common.h"
+#include "gateway/log.h"
+#include "gateway/upstream.h"
+#include "soap/soap.h"
+
+/* Longest normalised key value we invalidate (longer ones cannot be cached). */
+#define SY_KEY_MAX 2049
+
+/* Everything one POST /leads/sync needs until it replies. */
+typedef struct sy_state {
+    gw_leads_waiter waiter;   /* pending count + request, for the done callbacks */
+    gw_sync_request req;      /* the parsed body (owned) */
+    size_t batch;             /* leads per batch */
+    gw_job *jobs;             /* one per batch (owned) */
+    size_t njobs;             /* entries in jobs */
+} sy_state;
+
+/* Frees a sy_state and everything it owns (called by the server). */
+static void sy_state_free(void *p)
+{
+    sy_state *st = p;
+    if (!st)
+        return;
+    if (st->jobs) {
+        for (size_t i = 0; i < st->njobs; i++)
+            gw_job_clear_results(&st->jobs[i]);
+        free(st->jobs);
+    }
+    gw_sync_request_clear(&st->req);
+    free(st);
+}
+
+/* Why a batch that never got Marketo's answer was not sent, for "error". */
+static const char *not_sent_reason(gw_outcome o)
+{
+    switch (o) {
+    case GW_OUT_RATE_LIMITED:
+        return "no outbound slot before the queue deadline (rate limit)";
+    case GW_OUT_QUOTA:
+        return "the daily Marketo API quota is spent";
+    case GW_OUT_TIMEOUT:
+        return "Marketo did not answer before the deadline";
+    case GW_OUT_UNREACHABLE:
+        return "Marketo could not be reached";
+    case GW_OUT_BAD_RESPONSE:
+        return "Marketo's answer could not be read";
+    case GW_OUT_SHUTDOWN:
+        return "the gateway is shutting down";
+    default:
+        return "not sent";
+    }
+}
+
+/* Adds one key to the invalidation list (normalised; skipped when too long
+ * or empty). keys/vals have room for every call made by collect_keys. */
+static void add_key(gw_cache_key *keys, char **vals, size_t *n, soap_key_type t,
+                    const char *value)
+{
+    char buf[SY_KEY_MAX];
+    if (!value || value[0] == '\0')
+        return;
+    if (gw_cache_normalize(t, value, buf, sizeof buf) != 0)
+        return;
+    char *v = strdup(buf);
+    if (!v)
+        return;
+    vals[*n] = v;
+    keys[*n].type = t;
+    keys[*n].value = v;
+    (*n)++;
+}
+
+/* Invalidates the cache for everything this sync may have changed: e-mail
+ * and id keys of the input, ids Marketo returned, and the values of the
+ * key-mapping attributes sent (Cookies, LeadOwnerEmail, SFDC ids), so that
+ * no entry, negative ones included, survives the sync. */
+static void invalidate_cache(gw_req *r, sy_state *st)
+{
+    gw_cache *cache = gw_req_app(r)->cache;
+    if (!cache)
+        return;
+    size_t nl = st->req.nleads;
+    size_t nmap = 0;
+    for (size_t i = 0; i < nl; i++)
+        nmap += st->req.leads[i].nattrs;
+    size_t cap = nl * 3 + nmap + 1;
+    gw_cache_key *keys = calloc(cap, sizeof *keys);
+    char **vals = calloc(cap, sizeof *vals);
+    int64_t *ids = calloc(nl * 2 + 1, sizeof *ids);
+    size_t nk = 0, ni = 0;
+    if (!keys || !vals || !ids) {
+        GW_LOG(GW_LOG_ERROR, json_pack("{s:s}", "request_id", gw_req_id(r)),
+               "out of memory building the cache invalidation");
+        goto out;
+    }
+    char idbuf[24];
+    for (size_t i = 0; i < nl; i++) {
+        const soap_lead *l = &st->req.leads[i];
+        add_key(keys, vals, &nk, SOAP_KEY_EMAIL, l->email);
+        if (l->has_id) {
+            snprintf(idbuf, sizeof idbuf, "%lld", (long long)l->id);
+            add_key(keys, vals, &nk, SOAP_KEY_IDNUM, idbuf);
+            ids[ni++] = l->id;
+        }
+        for (size_t a = 0; a < l->nattrs; a++) {
+            for (int t = 0; t < SOAP_KEY__COUNT; t++) {
+                const char *an = soap_key_type_attr((soap_key_type)t);
+                if (an && strcmp(an, l->attrs[a].name) == 0) {
+                    add_key(keys, vals, &nk, (soap_key_type)t, l->attrs[a].value);
+                    break;
+                }
+            }
+            /* an attribute named Email changes the e-mail key too */
+            if (strcmp(l->attrs[a].name, "Email") == 0)
+                add_key(keys, vals, &nk, SOAP_KEY_EMAIL, l->attrs[a].value);
+        }
+    }
+    for (size_t b = 0; b < st->njobs; b++) {
+        const gw_job *j = &st->jobs[b];
+        if (j->outcome != GW_OUT_OK)
+            continue;
+        for (size_t k = 0; k < j->sync.nstatuses && k < j->nsync; k++) {
+            int64_t lid = j->sync.statuses[k].lead_id;
+            if (lid <= 0)
+                continue;
+            const soap_lead *l = &j->sync_leads[k];
+            if (l->has_id && l->id == lid)
+                continue; /* already listed */
+            snprintf(idbuf, sizeof idbuf, "%lld", (long long)lid);
+            add_key(keys, vals, &nk, SOAP_KEY_IDNUM, idbuf);
+            ids[ni++] = lid;
+        }
+    }
+    if (cache->ops->invalidate(cache, keys, nk, ids, ni) != 0)
+        GW_LOG(GW_LOG_ERROR, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
+                                       "keys", (json_int_t)nk, "ids", (json_int_t)ni),
+               "cache invalidation after a sync failed");
+out:
+    if (vals)
+        for (size_t i = 0; i < nk; i++)
+            free(vals[i]);
+    free(vals);
+    free(keys);
+    free(ids);
+}
+
+/* One result object for lead index idx of batch job j, position k. */
+static json_t *result_for(size_t idx, const soap_lead *in, const gw_job *j, size_t k,
+                          size_t *created, size_t *updated, size_t *failed, size_t *not_sent)
+{
+    json_t *res = json_object();
+    if (!res)
+        return NULL;
+    const char *status;
+    char err[256];
+    err[0] = '\0';
+    int64_t id = in->has_id ? in->id : 0;
+
+    if (j->outcome == GW_OUT_OK) {
+        if (k < j->sync.nstatuses) {
+            const soap_sync_status *s = &j->sync.statuses[k];
+            if (s->lead_id > 0)
+                id = s->lead_id;
+            switch (s->state) {
+            case SOAP_SYNC_CREATED:
+                status = "CREATED";
+                (*created)++;
+                break;
+            case SOAP_SYNC_UPDATED:
+                status = "UPDATED";
+                (*updated)++;
+                break;
+            default:
+                status = "FAILED";
+                (*failed)++;
+                snprintf(err, sizeof err, "%s", s->error ? s->error : "Marketo reported a failure");
+                break;
+            }
+        } else {
+            status = "FAILED";
+            (*failed)++;
+            snprintf(err, sizeof err, "no status returned by Marketo");
+        }
+    } else if (j->outcome == GW_OUT_FAULT) {
+        status = "FAILED";
+        (*failed)++;
+        snprintf(err, sizeof err, "Marketo fault %d", j->fault.code);
+    } else {
+        status = "NOT_SENT";
+        (*not_sent)++;
+        snprintf(err, sizeof err, "%s%s", not_sent_reason(j->outcome),
+                 j->maybe_applied ? "; the batch may have been applied" : "");
+    }
+    int rc = json_object_set_new(res, "index", json_integer((json_int_t)idx));
+    rc |= json_object_set_new(res, "id", id > 0 ? json_integer((json_int_t)id) : json_null());
+    rc |= json_object_set_new(res, "status", json_string(status));
+    if (err[0])
+        rc |= json_object_set_new(res, "error", json_string(err));
+    if (rc != 0) {
+        json_decref(res);
+        return NULL;
+    }
+    return res;
+}
+
+/* Runs on an HTTP thread once every batch has ended: invalidates, then
+ * replies with one result per input lead. */
+static void sync_on_resume(gw_req *r)
+{
+    sy_state *st = gw_req_state(r);
+    size_t created = 0, updated = 0, failed = 0, not_sent = 0;
+    int calls = 0;
+    bool all_refused = true;
+    const gw_job *first_refused = NULL;
+    json_t *results = NULL;
+    json_t *body = NULL;
+
+    for (size_t b = 0; b < st->njobs; b++) {
+        const gw_job *j = &st->jobs[b];
+        calls += j->attempts;
+        if (j->outcome == GW_OUT_RATE_LIMITED || j->outcome == GW_OUT_QUOTA) {
+            if (!first_refused)
+                first_refused = j;
+        } else {
+            all_refused = false;
+        }
+        if (j->outcome == GW_OUT_OK && j->sync.nstatuses != j->nsync)
+            GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
+                                          "records", (json_int_t)j->nsync,
+                                          "statuses", (json_int_t)j->sync.nstatuses),
+                   "syncMultipleLeads answered %zu statuses for %zu records",
+                   j->sync.nstatuses, j->nsync);
+    }
+    gw_req_note_upstream(r, calls);
+    invalidate_cache(r, st);
+
+    if (all_refused && first_refused) {
+        gw_req_reply_job_error(r, first_refused);
+        return;
+    }
+    results = json_array();
+    if (!results)
+        goto oom;
+    for (size_t i = 0; i < st->req.nleads; i++) {
+        size_t b = i / st->batch;
+        size_t k = i % st->batch;
+        json_t *res = result_for(i, &st->req.leads[i], &st->jobs[b], k, &created, &updated,
+                                 &failed, &not_sent);
+        if (!res || json_array_append_new(results, res) != 0)
+            goto oom;
+    }
+    body = json_pack("{s:o, s:I, s:I, s:I, s:I}", "results", results,
+                     "created", (json_int_t)created, "updated", (json_int_t)updated,
+                     "failed", (json_int_t)failed, "not_sent", (json_int_t)not_sent);
+    results = NULL;
+    if (!body)
+        goto oom;
+    GW_LOG(GW_LOG_INFO, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "request_id", gw_req_id(r),
+                                  "leads", (json_int_t)st->req.nleads, "created",
+                                  (json_int_t)created, "updated", (json_int_t)updated, "failed",
+                                  (json_int_t)failed, "not_sent", (json_int_t)not_sent),
+           "sync finished");
+    gw_req_reply_json(r, 200, body);
+    return;
+oom:
+    json_decref(results);
+    gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+}
+
+void gw_handle_sync(gw_req *r)
+{
+    gw_app *app = gw_req_app(r);
+    const gw_config *cfg = app->cfg;
+    char err[256];
+    size_t len = 0;
+    const char *body = gw_req_body(r, &len);
+
+    sy_state *st = calloc(1, sizeof *st);
+    if (!st) {
+        gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+        return;
+    }
+    gw_req_set_state(r, st, sy_state_free);
+    err[0] = '\0';
+    size_t max_leads = cfg->max_sync_leads > 0 ? (size_t)cfg->max_sync_leads : 10000;
+    if (gw_sync_request_parse(body ? body : "", len, max_leads, &st->req, err, sizeof err) != 0) {
+        gw_req_reply_problem(r, 400, "Bad Request", err[0] ? err : "invalid sync body", NULL);
+        return;
+    }
+    if (st->req.nleads == 0) {
+        gw_req_reply_problem(r, 400, "Bad Request", "\"leads\" must not be empty", NULL);
+        return;
+    }
+    if (!app->upstream_configured || !app->upstream) {
+        gw_req_reply_problem(r, 503, "Service Unavailable",
+                             "the Marketo endpoint is not configured", NULL);
+        return;
+    }
+    st->batch = cfg->sync_batch_size;
+    if (st->batch < 1 || st->batch > SOAP_MAX_SYNC_PER_CALL)
+        st->batch = SOAP_MAX_SYNC_PER_CALL;
+    st->njobs = (st->req.nleads + st->batch - 1) / st->batch;
+    st->jobs = calloc(st->njobs, sizeof *st->jobs);
+    if (!st->jobs) {
+        st->njobs = 0;
+        gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+        return;
+    }
+    for (size_t b = 0; b < st->njobs; b++) {
+        gw_job *j = &st->jobs[b];
+        size_t first = b * st->batch;
+        size_t n = st->req.nleads - first;
+        if (n > st->batch)
+            n = st->batch;
+        j->kind = GW_CALL_SYNC_MULTIPLE;
+        j->sync_leads = &st->req.leads[first];
+        j->nsync = n;
+        j->dedup = st->req.dedup;
+        gw_leads_job_deadlines(r, j);
+    }
+    gw_leads_submit_all(r, app->upstream, &st->waiter, st->jobs, st->njobs, sync_on_resume);
+}
