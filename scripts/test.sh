@@ -21,6 +21,14 @@ for a in "$@"; do
 done
 
 bash scripts/install-deps.sh test || exit 1
+# The manifest checks use node and the npm package kubernetes-models (lockfile
+# in tests/deploy). Debian's nodejs/npm only when no node is installed at all.
+if ! command -v npm >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >&2 || exit 1
+fi
+if [ ! -d tests/deploy/node_modules ]; then
+  (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error) >&2 || exit 1
+fi
 
 PY=/usr/bin/python3
 export MKTO_SHARED_DIR="${MKTO_SHARED_DIR:-$top/../shared/marketo}"
@@ -51,7 +59,7 @@ run_suites() {
   echo "== $label: HTTP suites (pytest)"
   GATEWAY_BIN="$top/$dir/gateway/marketo-gateway" SIM_BIN="$top/$dir/sim/marketo-sim" \
     "$PY" -m pytest -q -p no:cacheprovider --junitxml="$out/$label-pytest.xml" \
-    tests/server tests/integration tests/redis_e2e >"$out/$label-pytest.log" 2>&1
+    tests/server tests/integration tests/redis_e2e tests/deploy >"$out/$label-pytest.log" 2>&1
   tail -15 "$out/$label-pytest.log"
   results+=("$label/http=$out/$label-pytest.xml")
 }
