@@ -1,0 +1,119 @@
+"""Operations under load: graceful shutdown and the Prometheus exposition.
+
+Shutdown: a gateway under steady load gets SIGTERM. /readyz flips to 503 at
+once (on a connection opened before the signal), requests in flight finish
+with 200, new connections are refused (never reset), and the process exits 0
+within the drain timeout.
+
+Metrics: /metrics after real traffic passes `promtool check metrics` (names,
+types, HELP lines, units) and carries histograms for request and upstream
+durations.
+"""
+import http.client
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import API_KEY
+
+
+def _hammer(gw, stop, results, idx):
+    """One client: distinct uncached lookups on one keep-alive session until stop."""
+    s = requests.Session()
+    s.headers["X-API-Key"] = API_KEY
+    i = 0
+    while not stop.is_set():
+        i += 1
+        email = "lead%d@example.com" % (1 + (idx * 997 + i) % 2500)
+        try:
+            r = s.get(gw.base + "/leads", params={"email": email}, timeout=20)
+            results.append(("status", r.status_code))
+        except requests.ConnectionError as e:
+            text = repr(e)
+            if "Connection refused" in text or "Errno 111" in text:
+                results.append(("refused", None))
+                time.sleep(0.05)
+            else:
+                results.append(("reset", text))
+        except requests.RequestException as e:
+            results.append(("error", repr(e)))
+
+
+def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
+    fresh_sim.faults({"operation": "*", "latency_ms": 300})
+    gw = gateway_factory(fresh_sim.endpoint, {"gateway.drain_timeout_ms": 8000,
+                                              "ratelimit.calls_per_window": 1000,
+                                              "ratelimit.max_concurrent": 10})
+    # a keep-alive connection opened before the signal, to watch /readyz on
+    probe = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    probe.request("GET", "/readyz")
+    first = probe.getresponse()
+    first.read()
+    assert first.status == 200
+
+    stop = threading.Event()
+    results = []
+    clients = [threading.Thread(target=_hammer, args=(gw, stop, results, i)) for i in range(8)]
+    for t in clients:
+        t.start()
+    time.sleep(1.5)  # steady state: requests in flight at the sim
+    assert any(k == "status" for k, _ in results)
+    in_flight_before = len(results)
+
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    probe.request("GET", "/readyz")
+    ready = probe.getresponse()
+    ready.read()
+    flip = time.monotonic() - t0
+    assert ready.status == 503, "readyz must say 503 as soon as draining starts"
+    assert flip < 0.5
+
+    code = gw.proc.wait(timeout=12)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    for t in clients:
+        t.join(timeout=30)
+    assert code == 0
+    assert elapsed < 8 + 2, "exit within the drain timeout"
+    statuses = [v for k, v in results if k == "status"]
+    assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    assert len(results) > in_flight_before, "requests in flight at SIGTERM completed"
+    resets = [v for k, v in results if k in ("reset", "error")]
+    assert not resets, resets[:3]
+    # and afterwards, nobody is listening
+    with pytest.raises(requests.ConnectionError):
+        requests.get(gw.base + "/healthz", timeout=2)
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) not installed")
+def test_metrics_pass_promtool(fresh_sim, gw):
+    for email in ("joe@marketo.com", "joe@marketo.com", "lead7@example.com"):
+        assert gw.leads(email=email).status_code == 200
+    assert gw.get("/leads", params={"email": "x"}).status_code in (200, 400)
+    assert gw.get("/nope").status_code == 404
+    r = requests.get(gw.base + "/metrics", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    check = subprocess.run(["promtool", "check", "metrics"], input=r.text, capture_output=True,
+                           text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    types = {}
+    helps = set()
+    for line in r.text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line.startswith("# HELP "):
+            helps.add(line.split(" ", 3)[2])
+    assert set(types) <= helps, "every family has a HELP line"
+    hist = [n for n, k in types.items() if k == "histogram"]
+    assert any("request" in n and n.endswith("_seconds") for n in hist), hist
+    assert any("upstream" in n and n.endswith("_seconds") for n in hist), hist
+    # no secret in the exposition
+    assert API_KEY not in r.text
