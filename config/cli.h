@@ -16,4 +16,8 @@
  * an error already printed to stderr naming the key). */
 int gw_cli_load(int argc, char **argv, gw_config *cfg, int *exit_code);
 
+/* gw_cli_load() writing to out (help, version, --check-config) and err
+ * (errors) instead of stdout and stderr; for tests. */
+int gw_cli_run(int argc, char **argv, gw_config *cfg, int *exit_code, FILE *out, FILE *err);
+
 #endif /* GW_CLI_H */

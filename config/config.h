@@ -90,4 +90,30 @@ void gw_config_print(const gw_config *cfg, FILE *out);
 /* Releases every string; leaves cfg zeroed. */
 void gw_config_free(gw_config *cfg);
 
+/* The settings table, for tests and tools: the number of keys, and the
+ * section and key name of entry i (table order; NULL when i is out of
+ * range). The environment variable of a key is SECTION_KEY in upper case. */
+size_t gw_config_key_count(void);
+const char *gw_config_key_section(size_t i);
+const char *gw_config_key_name(size_t i);
+
+/* Splits a validated gateway.listen value into host (brackets of an IPv6
+ * literal removed) and port. Returns 0, or -1 when listen is malformed or
+ * host does not fit in hostlen bytes. */
+int gw_config_split_listen(const char *listen, char *host, size_t hostlen, uint16_t *port);
+
+/* A parsed redis.url: redis://[[user]:password@]host[:port][/db]. */
+typedef struct gw_redis_addr {
+    char host[256];               /* host name or IP literal, brackets removed */
+    int port;                     /* TCP port (6379 when the URL has none) */
+    int db;                       /* database number (0 when the URL has none) */
+    char username[128];           /* ACL user from the URL ("" for the default user) */
+    char password[256];           /* from the URL, else redis.password; "" for none (secret) */
+} gw_redis_addr;
+
+/* Parses cfg->redis_url into out, taking the password from the URL or,
+ * when the URL has none, from cfg->redis_password. Returns 0; 1 when no
+ * Redis is configured (redis_url empty); -1 when the URL is malformed. */
+int gw_config_redis_addr(const gw_config *cfg, gw_redis_addr *out);
+
 #endif /* GW_CONFIG_H */

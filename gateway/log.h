@@ -8,6 +8,7 @@
 #define GW_LOG_H
 
 #include <jansson.h>
+#include <stdio.h>
 
 typedef enum gw_log_level {
     GW_LOG_DEBUG = 0,
@@ -33,6 +34,10 @@ void gw_log_emit(int level, json_t *fields, const char *fmt, ...)
         if ((level) >= gw_log_min_level)                            \
             gw_log_emit((level), (fields), __VA_ARGS__);            \
     } while (0)
+
+/* Sends log lines to out instead of stderr (NULL: back to stderr). The
+ * stream must stay open until the next call. For tests. */
+void gw_log_set_output(FILE *out);
 
 /* A stable, non-reversible tag for a key value in logs: the first 12 hex
  * digits of SHA-256(process salt || value). out must hold 13 bytes. */

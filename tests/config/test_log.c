@@ -1,0 +1,274 @@
+/* tests/config/test_log.c - gateway/log.c: JSON lines, level filtering, redaction. */
+#include <ctype.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "gateway/log.h"
+
+/* A capture of log output: an open_memstream the logger writes to. */
+typedef struct capture {
+    FILE *f;                      /* the stream handed to gw_log_set_output */
+    char *buf;                    /* its buffer */
+    size_t len;                   /* its length */
+} capture;
+
+static void cap_start(capture *c)
+{
+    memset(c, 0, sizeof *c);
+    c->f = open_memstream(&c->buf, &c->len);
+    assert_non_null(c->f);
+    gw_log_set_output(c->f);
+}
+
+/* Stops capturing; c->buf then holds everything written. */
+static void cap_stop(capture *c)
+{
+    gw_log_set_output(NULL);
+    fclose(c->f);
+    c->f = NULL;
+}
+
+static size_t count_lines(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    gw_log_min_level = GW_LOG_INFO;
+    return 0;
+}
+
+static void test_json_line_with_control_chars(void **state)
+{
+    (void)state;
+    capture c;
+    const char *nasty = "a\r\nb\"c\x01\\d\te";
+    cap_start(&c);
+    gw_log_emit(GW_LOG_WARN, json_pack("{s:s, s:i}", "path", nasty, "status", 400), "got %s!",
+                nasty);
+    cap_stop(&c);
+
+    /* exactly one line: no raw CR or LF inside it */
+    assert_int_equal(count_lines(c.buf), 1);
+    assert_int_equal(c.buf[c.len - 1], '\n');
+    assert_null(strchr(c.buf, '\r'));
+    for (size_t i = 0; i + 1 < c.len; i++)
+        assert_false(iscntrl((unsigned char)c.buf[i]));
+
+    json_error_t jerr;
+    json_t *j = json_loads(c.buf, 0, &jerr);
+    if (!j)
+        fail_msg("not JSON: %s: %s", jerr.text, c.buf);
+    char want[64];
+    snprintf(want, sizeof want, "got %s!", nasty);
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), want);
+    assert_string_equal(json_string_value(json_object_get(j, "path")), nasty);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "warn");
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 400);
+
+    /* ts: RFC 3339 UTC with milliseconds, e.g. 2024-05-01T12:34:56.789Z */
+    const char *ts = json_string_value(json_object_get(j, "ts"));
+    assert_non_null(ts);
+    assert_int_equal(strlen(ts), 24);
+    const char *shape = "dddd-dd-ddTdd:dd:dd.dddZ";
+    for (size_t i = 0; i < 24; i++) {
+        if (shape[i] == 'd')
+            assert_true(isdigit((unsigned char)ts[i]));
+        else
+            assert_int_equal(ts[i], shape[i]);
+    }
+    json_decref(j);
+    free(c.buf);
+}
+
+static void test_fields_cannot_override_core_keys(void **state)
+{
+    (void)state;
+    capture c;
+    cap_start(&c);
+    gw_log_emit(GW_LOG_INFO, json_pack("{s:s, s:s, s:s}", "msg", "forged", "level", "debug", "ts",
+                                       "yesterday"),
+                "real");
+    gw_log_emit(GW_LOG_ERROR, NULL, "no fields");
+    cap_stop(&c);
+    assert_int_equal(count_lines(c.buf), 2);
+    json_t *j = json_loadb(c.buf, strchr(c.buf, '\n') - c.buf, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "real");
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+    assert_string_not_equal(json_string_value(json_object_get(j, "ts")), "yesterday");
+    json_decref(j);
+    j = json_loads(strchr(c.buf, '\n') + 1, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "error");
+    json_decref(j);
+    free(c.buf);
+}
+
+static void test_invalid_utf8_and_long_message(void **state)
+{
+    (void)state;
+    capture c;
+    char *big = malloc(20000);
+    assert_non_null(big);
+    memset(big, 'x', 19999);
+    big[19999] = '\0';
+    cap_start(&c);
+    gw_log_emit(GW_LOG_INFO, NULL, "bad bytes \xff\xfe \xc3 end");
+    gw_log_emit(GW_LOG_INFO, NULL, "%s", big);
+    cap_stop(&c);
+    assert_int_equal(count_lines(c.buf), 2);
+    char *nl = strchr(c.buf, '\n');
+    json_t *j = json_loadb(c.buf, (size_t)(nl - c.buf), 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "bad bytes ?? ? end");
+    json_decref(j);
+    j = json_loads(nl + 1, 0, NULL);
+    assert_non_null(j);
+    const char *msg = json_string_value(json_object_get(j, "msg"));
+    assert_true(strlen(msg) < 10000);
+    assert_true(strlen(msg) > 1000);
+    assert_string_equal(msg + strlen(msg) - 3, "...");
+    json_decref(j);
+    free(c.buf);
+    free(big);
+}
+
+static int evaluated;
+
+static int count_me(void)
+{
+    return ++evaluated;
+}
+
+static json_t *fields_counted(void)
+{
+    evaluated += 100;
+    return json_pack("{s:i}", "n", evaluated);
+}
+
+static void test_level_filter_skips_arguments(void **state)
+{
+    (void)state;
+    capture c;
+    evaluated = 0;
+    gw_log_min_level = GW_LOG_WARN;
+    cap_start(&c);
+    GW_LOG(GW_LOG_DEBUG, fields_counted(), "debug %d", count_me());
+    GW_LOG(GW_LOG_INFO, fields_counted(), "info %d", count_me());
+    assert_int_equal(evaluated, 0);
+    GW_LOG(GW_LOG_WARN, fields_counted(), "warn %d", count_me());
+    GW_LOG(GW_LOG_ERROR, NULL, "error %d", count_me());
+    cap_stop(&c);
+    assert_int_equal(evaluated, 102);
+    assert_int_equal(count_lines(c.buf), 2);
+    assert_null(strstr(c.buf, "\"debug"));
+    assert_null(strstr(c.buf, "info "));
+    assert_non_null(strstr(c.buf, "\"level\":\"warn\""));
+    assert_non_null(strstr(c.buf, "\"level\":\"error\""));
+    free(c.buf);
+}
+
+static void test_level_parse(void **state)
+{
+    (void)state;
+    int lvl = -1;
+    assert_int_equal(gw_log_level_parse("debug", &lvl), 0);
+    assert_int_equal(lvl, GW_LOG_DEBUG);
+    assert_int_equal(gw_log_level_parse("info", &lvl), 0);
+    assert_int_equal(lvl, GW_LOG_INFO);
+    assert_int_equal(gw_log_level_parse("warn", &lvl), 0);
+    assert_int_equal(lvl, GW_LOG_WARN);
+    assert_int_equal(gw_log_level_parse("error", &lvl), 0);
+    assert_int_equal(lvl, GW_LOG_ERROR);
+    assert_int_equal(gw_log_level_parse("verbose", &lvl), -1);
+    assert_int_equal(gw_log_level_parse(NULL, &lvl), -1);
+}
+
+static void test_redact(void **state)
+{
+    (void)state;
+    char a[13], b[13], c[13];
+    gw_log_redact("joe@marketo.com", a);
+    gw_log_redact("joe@marketo.com", b);
+    gw_log_redact("joe@marketo.con", c);
+    assert_int_equal(strlen(a), 12);
+    for (int i = 0; i < 12; i++)
+        assert_true(isxdigit((unsigned char)a[i]) && !isupper((unsigned char)a[i]));
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    /* salted: the empty value must not give plain SHA-256("")'s e3b0c44298fc */
+    char e[13];
+    gw_log_redact("", e);
+    assert_string_not_equal(e, "e3b0c44298fc");
+    gw_log_redact(NULL, c);
+    assert_string_equal(c, e);
+}
+
+/* ---- several threads ---------------------------------------------------- */
+
+static void *log_many(void *arg)
+{
+    int id = (int)(intptr_t)arg;
+    for (int i = 0; i < 200; i++)
+        gw_log_emit(GW_LOG_INFO, json_pack("{s:i, s:i}", "thread", id, "i", i),
+                    "line %d of thread %d with\nnewline", i, id);
+    return NULL;
+}
+
+static void test_threads_do_not_mix_lines(void **state)
+{
+    (void)state;
+    capture c;
+    pthread_t t[4];
+    cap_start(&c);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, log_many, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    cap_stop(&c);
+    assert_int_equal(count_lines(c.buf), 800);
+    char *p = c.buf;
+    int per_thread[4] = {0};
+    while (*p) {
+        char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        json_t *j = json_loadb(p, (size_t)(nl - p), 0, NULL);
+        assert_non_null(j);
+        int id = (int)json_integer_value(json_object_get(j, "thread"));
+        assert_true(id >= 0 && id < 4);
+        per_thread[id]++;
+        json_decref(j);
+        p = nl + 1;
+    }
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(per_thread[i], 200);
+    free(c.buf);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_json_line_with_control_chars, teardown),
+        cmocka_unit_test_teardown(test_fields_cannot_override_core_keys, teardown),
+        cmocka_unit_test_teardown(test_invalid_utf8_and_long_message, teardown),
+        cmocka_unit_test_teardown(test_level_filter_skips_arguments, teardown),
+        cmocka_unit_test_teardown(test_level_parse, teardown),
+        cmocka_unit_test_teardown(test_redact, teardown),
+        cmocka_unit_test_teardown(test_threads_do_not_mix_lines, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
