@@ -475,6 +475,18 @@ static int submit_key_round(gw_req *r, lk_state *st)
     return (int)want;
 }
 
+/* Marketo's "lead not found" fault (20103) answers a selector that matched
+ * nothing: for a lookup that is an empty result, not an error. Turns such a
+ * job into an OK one with no leads. */
+static void no_match_is_empty(gw_job *j)
+{
+    if (j->outcome != GW_OUT_FAULT || j->fault.code != 20103)
+        return;
+    soap_fault_clear(&j->fault);
+    soap_leads_result_clear(&j->leads);
+    j->outcome = GW_OUT_OK;
+}
+
 /* Runs on an HTTP thread when every job of a key round has ended: files
  * the leads, fetches follow-up pages if any, then caches and replies. */
 static void key_on_resume(gw_req *r)
@@ -484,6 +496,7 @@ static void key_on_resume(gw_req *r)
     const gw_job *failed = NULL;
     size_t nfailed = 0;
     for (size_t i = 0; i < st->njobs; i++) {
+        no_match_is_empty(&st->jobs[i]);
         if (st->jobs[i].outcome != GW_OUT_OK) {
             if (!failed)
                 failed = &st->jobs[i];
@@ -777,6 +790,8 @@ static void page_on_resume(gw_req *r)
     const gw_config *cfg = gw_req_app(r)->cfg;
     count_calls(st);
     gw_job *j = &st->jobs[0];
+    if (st->sel.kind == SOAP_SEL_UPDATED_AT)
+        no_match_is_empty(j); /* an empty window; a missing list stays 404 */
     if (j->outcome != GW_OUT_OK) {
         if (json_array_size(st->page) > 0) {
             /* Earlier windows filled part of this page: hand it out with a

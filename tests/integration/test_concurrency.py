@@ -1,0 +1,109 @@
+"""Slow upstream calls never starve cache hits; the outbound rate limit holds; SIGTERM drains."""
+import signal
+import socket
+import threading
+import time
+
+import requests
+
+from leadhelpers import demo_email, is_problem
+
+
+def run_threads(fn, args_list):
+    results = [None] * len(args_list)
+
+    def worker(i, a):
+        try:
+            results[i] = fn(*a)
+        except Exception as e:  # noqa: BLE001 - recorded for the assertion
+            results[i] = e
+    threads = [threading.Thread(target=worker, args=(i, a)) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    return threads, results
+
+
+def test_no_starvation(fresh_sim, gateway_factory):
+    gw = gateway_factory(fresh_sim.endpoint, {"gateway.threads": 2,
+                                              "ratelimit.max_concurrent": 10})
+    warm = demo_email(1)
+    assert gw.leads(email=warm).status_code == 200
+    fresh_sim.faults({"operation": "getMultipleLeads", "latency_ms": 2000})
+
+    def slow(i):
+        with requests.Session() as s:
+            return s.get(gw.base + "/leads", params={"email": demo_email(100 + i)},
+                         headers={"X-API-Key": "test-key"}, timeout=60).status_code
+    threads, results = run_threads(slow, [(i,) for i in range(50)])
+    time.sleep(0.3)  # let them all arrive and suspend
+    durations = []
+    with requests.Session() as s:
+        s.headers["X-API-Key"] = "test-key"
+        for _ in range(500):
+            t0 = time.perf_counter()
+            r = s.get(gw.base + "/leads", params={"email": warm}, timeout=10)
+            durations.append(time.perf_counter() - t0)
+            assert r.status_code == 200 and r.headers.get("X-Cache") == "HIT"
+    in_flight = sum(1 for t in threads if t.is_alive())
+    for t in threads:
+        t.join(60)
+    assert in_flight > 0, "the slow lookups were supposed to overlap the fast ones"
+    durations.sort()
+    assert durations[-1] < 0.05, "slowest cache hit took %.3f s" % durations[-1]
+    assert all(code == 200 for code in results), results
+
+
+def max_in_window(times_ms, window_ms):
+    times_ms = sorted(times_ms)
+    best, j = 0, 0
+    for i, t in enumerate(times_ms):
+        while t - times_ms[j] >= window_ms:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_rate_limit_429(fresh_sim, gateway_factory):
+    gw = gateway_factory(fresh_sim.endpoint, {"ratelimit.calls_per_window": 5,
+                                              "ratelimit.window_seconds": 2,
+                                              "ratelimit.queue_timeout_ms": 1500})
+
+    def one(i):
+        return requests.get(gw.base + "/leads", params={"email": demo_email(200 + i)},
+                            headers={"X-API-Key": "test-key"}, timeout=30)
+    threads, results = run_threads(one, [(i,) for i in range(30)])
+    for t in threads:
+        t.join(40)
+    codes = [r.status_code for r in results]
+    assert set(codes) <= {200, 429}, codes
+    assert codes.count(200) >= 5 and codes.count(429) >= 1, codes
+    for r in results:
+        if r.status_code == 429:
+            is_problem(r, 429)
+            assert int(r.headers["Retry-After"]) >= 1
+    times = fresh_sim.times("getMultipleLeads")
+    assert len(times) == codes.count(200)
+    assert max_in_window(times, 2000) <= 5
+
+
+def test_sigterm_drains(sim_factory, gateway_factory):
+    sim = sim_factory(leads=50, latency_ms=1000)
+    gw = gateway_factory(sim.endpoint)
+
+    def one(i):
+        return requests.get(gw.base + "/leads", params={"email": demo_email(1 + i)},
+                            headers={"X-API-Key": "test-key"}, timeout=30).status_code
+    threads, results = run_threads(one, [(i,) for i in range(5)])
+    time.sleep(0.4)
+    gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    refused = False
+    try:
+        socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+    except OSError:
+        refused = True
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 5, results
+    assert gw.proc.wait(timeout=30) == 0
+    assert refused, "new connections were still accepted after SIGTERM"
