@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,14 +110,13 @@ static void timestamp(char *out, size_t outlen)
     snprintf(out, outlen, "%.20s.%03dZ", secs, (int)(ts.tv_nsec / 1000000L) % 1000);
 }
 
-/* Writes one finished line (newline appended here) in a single call. */
-static void write_line(const char *line)
+/* Writes one finished line, newline included, with a single fwrite (one
+ * write(2) on unbuffered stderr) and a flush, under the log mutex. */
+static void write_line(const char *line, size_t n)
 {
-    size_t n = strlen(line);
     pthread_mutex_lock(&log_lock);
     FILE *out = log_out ? log_out : stderr;
     fwrite(line, 1, n, out);
-    fputc('\n', out);
     fflush(out);
     pthread_mutex_unlock(&log_lock);
 }
@@ -128,7 +128,10 @@ void gw_log_emit(int level, json_t *fields, const char *fmt, ...)
     char ts[48];
     json_t *obj = NULL;
     char *line = NULL;
+    size_t len = 0;
+    bool written = false;
     va_list ap;
+    static const char fallback[] = "{\"level\":\"error\",\"msg\":\"log line could not be built\"}\n";
 
     if (level < GW_LOG_DEBUG)
         level = GW_LOG_DEBUG;
@@ -168,11 +171,20 @@ void gw_log_emit(int level, json_t *fields, const char *fmt, ...)
     if (fields && json_is_object(fields))
         json_object_update_missing(obj, fields);
     line = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    if (line) {
+        len = strlen(line);
+        char *grown = realloc(line, len + 2);
+        if (!grown)
+            goto out;
+        line = grown;
+        line[len++] = '\n';
+        line[len] = '\0';
+        written = true;
+        write_line(line, len);
+    }
 out:
-    if (line)
-        write_line(line);
-    else
-        write_line("{\"level\":\"error\",\"msg\":\"log line could not be built\"}");
+    if (!written)
+        write_line(fallback, sizeof fallback - 1);
     free(line);
     json_decref(obj);
     json_decref(fields);
