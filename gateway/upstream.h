@@ -78,6 +78,8 @@ struct gw_job {
     gw_job *q_prev;               /* queue link */
     int64_t not_before_ms;        /* backoff: do not start before this monotonic time */
     int64_t enqueued_ms;          /* monotonic time of submit (metrics) */
+    gw_outcome last_outcome;      /* outcome of the last failed attempt (ends the job when
+                                   * retries or time run out) */
 };
 
 typedef struct gw_upstream gw_upstream;
@@ -90,12 +92,20 @@ gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, s
 int gw_upstream_start(gw_upstream *u);
 
 /* Queues a job (any thread). The job must stay valid until its done callback
- * has run; done runs exactly once, even when the engine is stopping. */
+ * has run; done runs exactly once, even when the engine is stopping. Submit
+ * resets the engine-filled fields (it does not free them: clear results of a
+ * reused job first). Jobs submitted while the engine drains still run until
+ * the drain deadline; once the engine thread has exited (or after a shutdown
+ * of an engine never started), done runs at once on the caller's thread with
+ * GW_OUT_SHUTDOWN. */
 void gw_upstream_submit(gw_upstream *u, gw_job *job);
 
-/* Stops taking new calls: queued jobs that have not started end SHUTDOWN
- * once drain_deadline_ms (monotonic) passes, in-flight calls get until then
- * to finish, then end TIMEOUT. Joins the thread. Idempotent. */
+/* Stops the engine: queued jobs keep getting slots and in-flight calls keep
+ * running until drain_deadline_ms (monotonic); then jobs still waiting end
+ * SHUTDOWN and calls still in flight are aborted and end TIMEOUT (a sync job
+ * with maybe_applied). Returns early once nothing is left. Joins the thread.
+ * Idempotent; a second call may only bring the deadline forward. Called from
+ * a done callback (the engine thread) it only flags the stop and returns. */
 void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms);
 
 /* Frees the engine (shuts it down first if needed). */
@@ -104,6 +114,10 @@ void gw_upstream_free(gw_upstream *u);
 /* Releases what the engine put into a job (results, fault); the submitter
  * calls it when done with the results. */
 void gw_job_clear_results(gw_job *job);
+
+/* Lower-case name of an outcome ("ok", "fault", "rate_limited", ...) for logs
+ * and metric labels; "unknown" for an out-of-range value. Static storage. */
+const char *gw_outcome_name(gw_outcome o);
 
 /* Monotonic clock in ms, the time base of every deadline above. */
 int64_t gw_now_ms(void);
