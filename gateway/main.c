@@ -1,1 +1,276 @@
-int main(void) { return 0; } /* stub */
+/* gateway/main.c - marketo-gateway: settings, the shared state, the daemon,
+ * and an orderly shutdown.
+ *
+ * Start-up: settings (config/cli.h), libxml2, the log level, then gw_app
+ * (API keys, cursor key, limiter, cache, upstream engine), then the HTTP
+ * daemon. SIGTERM and SIGINT are blocked in every thread before the first
+ * one is created and taken synchronously with sigwait() here, so no signal
+ * handler runs anywhere.
+ *
+ * Shutdown on the first SIGTERM/SIGINT: readyz turns 503 at once (draining),
+ * the listening socket closes, requests in progress get up to
+ * gateway.drain_timeout_ms to finish (a second signal cuts the wait short),
+ * then the upstream engine ends what is left (SHUTDOWN/TIMEOUT answers), the
+ * daemon stops and everything is freed. Exit 0; non-zero only when start-up
+ * fails.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+
+#include "config/cli.h"
+#include "config/config.h"
+#include "gateway/app.h"
+#include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "gateway/server.h"
+#include "soap/soap.h"
+
+#define SETTLE_MS 1000  /* at most this much of the drain budget is kept for the engine's last replies */
+
+/* Splits auth.api_keys by commas into trimmed, non-empty copies in app.
+ * Returns 0 or -1 (no memory). */
+static int parse_api_keys(gw_app *app, const char *list)
+{
+    const char *p = list != NULL ? list : "";
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        const char *a = p, *b = p + len;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            char **nv = realloc(app->api_keys, (app->napi_keys + 1) * sizeof *nv);
+            if (nv == NULL)
+                return -1;
+            app->api_keys = nv;
+            app->api_keys[app->napi_keys] = strndup(a, (size_t)(b - a));
+            if (app->api_keys[app->napi_keys] == NULL)
+                return -1;
+            app->napi_keys++;
+        }
+        p = e != NULL ? e + 1 : p + len;
+    }
+    return 0;
+}
+
+/* Frees what main built into app (copes with a half-built one). */
+static void app_free(gw_app *app)
+{
+    if (app->upstream != NULL)
+        gw_upstream_free(app->upstream);
+    if (app->cache != NULL)
+        app->cache->ops->destroy(app->cache);
+    if (app->limiter != NULL)
+        app->limiter->ops->destroy(app->limiter);
+    for (size_t i = 0; i < app->napi_keys; i++) {
+        OPENSSL_cleanse(app->api_keys[i], strlen(app->api_keys[i]));
+        free(app->api_keys[i]);
+    }
+    free(app->api_keys);
+    OPENSSL_cleanse(&app->cursor_key, sizeof app->cursor_key);
+    app->upstream = NULL;
+    app->cache = NULL;
+    app->limiter = NULL;
+    app->api_keys = NULL;
+    app->napi_keys = 0;
+}
+
+/* Builds the shared state from cfg. Returns 0, or -1 with err filled. */
+static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen)
+{
+    app->cfg = cfg;
+    app->upstream_configured = cfg->soap_endpoint != NULL && cfg->soap_endpoint[0] != '\0';
+    atomic_store(&app->draining, false);
+
+    if (parse_api_keys(app, cfg->api_keys) < 0) {
+        snprintf(err, errlen, "out of memory reading auth.api_keys");
+        return -1;
+    }
+    if (app->napi_keys == 0 && !cfg->auth_disabled) {
+        snprintf(err, errlen, "auth.api_keys is empty: set keys, or auth.disabled = true");
+        return -1;
+    }
+    if (cfg->cursor_secret == NULL || cfg->cursor_secret[0] == '\0')
+        GW_LOG(GW_LOG_WARN, NULL,
+               "cursor.secret is empty: cursors will not survive a restart or work across replicas");
+    if (gw_cursor_key_init(&app->cursor_key, cfg->cursor_secret) < 0) {
+        snprintf(err, errlen, "cursor key: no randomness available");
+        return -1;
+    }
+    app->qlimits.max_keys = cfg->max_keys > 0 ? (size_t)cfg->max_keys : 1000;
+    app->qlimits.max_page_size = (int)cfg->max_page_size;
+    app->qlimits.default_page_size = (int)cfg->default_page_size;
+
+    if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0')
+        GW_LOG(GW_LOG_WARN, NULL,
+               "redis.url is set but the Redis backend is not built yet: using the in-process "
+               "cache and rate limiter (limits are per replica)");
+
+    gw_limit_params lp = {
+        .calls_per_window = cfg->rl_calls_per_window,
+        .window_ms = cfg->rl_window_seconds * 1000,
+        .max_concurrent = cfg->rl_max_concurrent,
+        .daily_quota = cfg->rl_daily_quota,
+    };
+    app->limiter = gw_limiter_local_new(&lp);
+    if (app->limiter == NULL) {
+        snprintf(err, errlen, "rate limiter: bad [ratelimit] settings");
+        return -1;
+    }
+    app->cache = gw_cache_local_new(cfg->cache_max_entries, cfg->cache_ttl_seconds,
+                                    cfg->cache_negative_ttl_seconds);
+    if (app->cache == NULL) {
+        snprintf(err, errlen, "cache: bad [cache] settings");
+        return -1;
+    }
+    if (app->upstream_configured) {
+        app->upstream = gw_upstream_new(cfg, app->limiter, err, errlen);
+        if (app->upstream == NULL)
+            return -1;
+        if (gw_upstream_start(app->upstream) < 0) {
+            snprintf(err, errlen, "upstream engine: cannot start its thread");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Milliseconds left until deadline (monotonic), at least 0. */
+static int64_t ms_left(int64_t deadline)
+{
+    int64_t d = deadline - gw_now_ms();
+    return d > 0 ? d : 0;
+}
+
+/* Waits until the server has no request in progress or deadline passes;
+ * returns early (false) when another signal of set arrives. */
+static bool wait_idle(gw_server *srv, int64_t deadline, const sigset_t *set)
+{
+    while (gw_server_active(srv) > 0 && ms_left(deadline) > 0) {
+        int64_t step = ms_left(deadline);
+        if (step > 50)
+            step = 50;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
+        int sig = sigtimedwait(set, NULL, &ts);
+        if (sig > 0) {
+            GW_LOG(GW_LOG_WARN, json_pack("{s:i}", "signal", sig), "second signal: not waiting any longer");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The host part to print for host:port (IPv6 literals in brackets). */
+static void format_listen(const gw_config *cfg, unsigned port, char *out, size_t outlen)
+{
+    char host[256];
+    uint16_t p;
+    if (gw_config_split_listen(cfg->listen, host, sizeof host, &p) < 0)
+        snprintf(host, sizeof host, "127.0.0.1");
+    if (strchr(host, ':') != NULL)
+        snprintf(out, outlen, "[%s]:%u", host, port);
+    else
+        snprintf(out, outlen, "%s:%u", host, port);
+}
+
+int main(int argc, char **argv)
+{
+    gw_config cfg;
+    gw_app app;
+    gw_server *srv = NULL;
+    char err[256] = "";
+    int exit_code = 0;
+    sigset_t set;
+
+    memset(&cfg, 0, sizeof cfg);
+    memset(&app, 0, sizeof app);
+    if (!gw_cli_load(argc, argv, &cfg, &exit_code))
+        return exit_code;
+
+    /* Before any thread exists: every thread inherits this mask. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
+        fprintf(stderr, "marketo-gateway: cannot block signals\n");
+        gw_config_free(&cfg);
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    int level = GW_LOG_INFO;
+    if (cfg.log_level != NULL && gw_log_level_parse(cfg.log_level, &level) < 0)
+        level = GW_LOG_INFO;
+    gw_log_min_level = level;
+
+    soap_init();
+    if (app_build(&app, &cfg, err, sizeof err) < 0) {
+        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+        exit_code = 1;
+        goto out;
+    }
+    if (app.napi_keys == 0)
+        GW_LOG(GW_LOG_WARN, NULL, "authentication is disabled (auth.disabled = true): "
+                                  "every client can call every route");
+    if (!app.upstream_configured)
+        GW_LOG(GW_LOG_WARN, NULL, "marketo.soap_endpoint is not set: /readyz answers 503 and "
+                                  "the /leads routes 503");
+
+    gw_gauge_set(gw_metrics_gauge("process_start_time_seconds",
+                                  "Start time of the process since the Unix epoch in seconds", NULL),
+                 (int64_t)time(NULL));
+
+    srv = gw_server_start(&app, err, sizeof err);
+    if (srv == NULL) {
+        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+        exit_code = 1;
+        goto out;
+    }
+    unsigned port = gw_server_port(srv);
+    char where[300];
+    format_listen(&cfg, port, where, sizeof where);
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)port, "listen", where), "listening");
+    printf("marketo-gateway listening on %s\n", where);
+    fflush(stdout);
+
+    int sig = 0;
+    while (sigwait(&set, &sig) != 0)
+        ;
+    int64_t deadline = gw_now_ms() + (cfg.drain_timeout_ms > 0 ? cfg.drain_timeout_ms : 0);
+    atomic_store(&app.draining, true);
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:I, s:I}", "signal", sig,
+                                  "in_progress", (json_int_t)gw_server_active(srv),
+                                  "drain_timeout_ms", (json_int_t)cfg.drain_timeout_ms),
+           "draining");
+    gw_server_quiesce(srv);
+    /* Requests finish on their own until the last `settle` ms of the budget;
+     * then the engine ends what is left (SHUTDOWN/TIMEOUT answers) and those
+     * replies get the rest of the budget to go out. */
+    int64_t settle = cfg.drain_timeout_ms / 5 < SETTLE_MS ? cfg.drain_timeout_ms / 5 : SETTLE_MS;
+    bool patient = wait_idle(srv, deadline - settle, &set);
+    if (app.upstream != NULL)
+        gw_upstream_shutdown(app.upstream, gw_now_ms());
+    if (patient)
+        wait_idle(srv, deadline, &set);
+    size_t left = gw_server_active(srv);
+    GW_LOG(left > 0 ? GW_LOG_WARN : GW_LOG_INFO,
+           json_pack("{s:I}", "abandoned", (json_int_t)left), "stopped");
+    exit_code = 0;
+
+out:
+    gw_server_stop(srv);
+    app_free(&app);
+    soap_cleanup();
+    gw_metrics_reset();
+    gw_config_free(&cfg);
+    return exit_code;
+}

@@ -1,1 +1,1240 @@
-/* stub: replaced by its module's author */
+/* gateway/server.c - the HTTP face: libmicrohttpd daemon, routing, auth, CORS,
+ * request ids, problem replies, suspend/resume and the access log.
+ *
+ * Life of a request (see server.h for the handler's view):
+ *   1. first access-handler call: a gw_req is allocated into *req_cls, the
+ *      request id assigned, the route looked up (for logs and metrics), and a
+ *      Content-Length over gateway.max_body_bytes answered 413 at once;
+ *   2. upload calls: the body is accumulated up to the cap; past it, the rest
+ *      is read and thrown away (up to GW_DISCARD_MAX, then the connection is
+ *      dropped) and the answer is 413;
+ *   3. last call: 404 / 405 / CORS preflight / 401 / 503 (no upstream) or the
+ *      route's handler, which replies or suspends;
+ *   4. after a handler returns, finish_call() queues the reply, or suspends
+ *      the connection; a resumed connection comes back to the access handler,
+ *      which runs the on_resume function and goes to step 4 again;
+ *   5. libmicrohttpd's completion callback writes the access-log line, the
+ *      metrics, and frees the request and the handler's state.
+ *
+ * Replies are built into r->resp by the gw_req_reply_* functions and queued
+ * by finish_call() on the connection's own thread, so a handler may build its
+ * reply anywhere inside its call.
+ */
+#include "gateway/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <microhttpd.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "gateway/ratelimit.h"
+#include "gateway/upstream.h"
+
+#define GW_REQ_ID_MAX 128              /* longest client X-Request-ID kept */
+#define GW_MAX_EXTRA_HEADERS 16        /* gw_req_add_header entries per reply */
+#define GW_HEADER_VALUE_MAX 1024       /* longest added header value */
+#define GW_DISCARD_MAX (4u << 20)      /* body bytes thrown away after the cap before hanging up */
+#define GW_CONN_MEMORY_LIMIT (128u << 10) /* per-connection pool: request line + headers */
+#define GW_PROBLEM_URN "urn:marketo-gateway:problem:"
+#define GW_CORS_ALLOW_HEADERS "Authorization, X-API-Key, Content-Type, X-Request-ID, Cache-Control"
+#define GW_CORS_EXPOSE_HEADERS "X-Request-ID, X-Cache, Retry-After"
+#define GW_CORS_MAX_AGE "600"
+
+/* One entry of the route table. */
+typedef struct gw_route {
+    const char *pattern;     /* path; a trailing "{id}" segment is the path parameter */
+    const char *method;      /* "GET" or "POST" (HEAD is accepted where GET is) */
+    gw_handler_fn handler;   /* called once the request is complete and allowed */
+    bool needs_auth;         /* API key required */
+    bool needs_upstream;     /* 503 while marketo.soap_endpoint is not set */
+} gw_route;
+
+/* The route table. tests/server/test_server.py reads the lines between the
+ * markers to check that every route is in openapi.json: keep one route per
+ * line in this form. */
+/* ROUTES-BEGIN */
+static const gw_route routes[] = {
+    {"/healthz", "GET", gw_handle_healthz, false, false},
+    {"/readyz", "GET", gw_handle_readyz, false, false},
+    {"/metrics", "GET", gw_handle_metrics, false, false},
+    {"/openapi.json", "GET", gw_handle_openapi, false, false},
+    {"/leads", "GET", gw_handle_leads, true, true},
+    {"/leads/sync", "POST", gw_handle_sync, true, true},
+    {"/leads/{id}", "GET", gw_handle_lead_by_id, true, true},
+};
+/* ROUTES-END */
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+/* Where a request is in its life. */
+typedef enum req_phase {
+    PHASE_BODY = 0,   /* reading the body */
+    PHASE_RUNNING,    /* handler or on_resume being called */
+    PHASE_SUSPENDED,  /* connection suspended, waiting for gw_req_resume */
+    PHASE_DONE,       /* reply queued */
+} req_phase;
+
+/* One added response header. */
+typedef struct req_header {
+    char *name;   /* header name (copied) */
+    char *value;  /* header value (copied) */
+} req_header;
+
+struct gw_server {
+    struct MHD_Daemon *daemon;      /* libmicrohttpd */
+    gw_app *app;                    /* borrowed */
+    unsigned char *key_digests;     /* SHA-256 of each API key, 32 bytes each */
+    size_t nkeys;                   /* entries in key_digests */
+    bool auth_off;                  /* auth.disabled with no keys */
+    char **origins;                 /* allowed CORS origins (copied) */
+    size_t norigins;                /* entries in origins */
+    bool cors_any;                  /* "*" configured */
+    size_t max_body;                /* gateway.max_body_bytes */
+    atomic_size_t active;           /* gw_req not yet completed */
+    atomic_bool quiesced;           /* gw_server_quiesce done */
+    gw_gauge *in_flight;            /* http_requests_in_flight */
+};
+
+struct gw_req {
+    gw_server *srv;                 /* owning server */
+    struct MHD_Connection *conn;    /* libmicrohttpd's connection */
+    const char *method;             /* request method (libmicrohttpd's storage) */
+    const char *url;                /* decoded path (libmicrohttpd's storage) */
+    const gw_route *route;          /* matched route, or NULL */
+    bool path_known;                /* some route has this path (405 rather than 404) */
+    const char *path_param;         /* {id} of /leads/{id}, inside url, or NULL */
+    char id[GW_REQ_ID_MAX + 1];     /* request id */
+    int64_t start_ms;               /* gw_now_ms() at the first call */
+    struct timespec start_ts;       /* CLOCK_MONOTONIC at the first call (durations) */
+    req_phase phase;                /* see req_phase */
+
+    char *body;                     /* accumulated body (malloc'd, may be NULL) */
+    size_t body_len;                /* bytes in body */
+    size_t body_cap;                /* allocated size of body */
+    bool too_large;                 /* body over the cap: answer 413 */
+    size_t discarded;               /* bytes dropped after the cap */
+
+    bool query_loaded;              /* qnames/qvalues filled */
+    const char **qnames;            /* query names (libmicrohttpd's storage) */
+    const char **qvalues;           /* query values ("" for a bare name) */
+    size_t nq;                      /* entries in qnames/qvalues */
+    size_t qcap;                    /* allocated entries */
+
+    void *state;                    /* handler state */
+    void (*state_free)(void *);     /* frees state, or NULL */
+
+    req_header hdrs[GW_MAX_EXTRA_HEADERS]; /* headers added by handlers */
+    size_t nhdrs;                   /* entries in hdrs */
+    struct MHD_Response *resp;      /* built reply not yet queued */
+    unsigned status;                /* reply status (0: none yet) */
+    size_t resp_bytes;              /* reply body length */
+
+    pthread_mutex_t mu;             /* guards the suspend flags below */
+    gw_handler_fn on_resume;        /* called after resume */
+    bool suspend_wanted;            /* gw_req_suspend called during this call */
+    bool mhd_suspended;             /* MHD_suspend_connection done, no resume yet */
+    bool resumed_early;             /* gw_req_resume came before the suspend */
+
+    int upstream_calls;             /* access log: SOAP calls spent */
+    char cache[8];                  /* access log: HIT/MISS/PARTIAL/BYPASS or "" */
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+/* True when s (len bytes) is a request id we keep: 1..128 of [A-Za-z0-9._:-]. */
+static bool request_id_valid(const char *s)
+{
+    size_t n = 0;
+    if (s == NULL)
+        return false;
+    for (; s[n] != '\0'; n++) {
+        unsigned char c = (unsigned char)s[n];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '_' || c == ':' || c == '-';
+        if (!ok || n >= GW_REQ_ID_MAX)
+            return false;
+    }
+    return n > 0;
+}
+
+/* Fills out (33 bytes) with 128 random bits as 32 lower-case hex digits. */
+static void request_id_generate(char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    if (RAND_bytes(b, sizeof b) != 1) {
+        /* No CSPRNG: still unique enough for correlation. */
+        static atomic_uint_fast64_t seq;
+        uint64_t a = (uint64_t)time(NULL), c = atomic_fetch_add(&seq, 1);
+        for (int i = 0; i < 8; i++) {
+            b[i] = (unsigned char)(a >> (8 * i));
+            b[8 + i] = (unsigned char)(c >> (8 * i));
+        }
+    }
+    for (size_t i = 0; i < sizeof b; i++) {
+        out[2 * i] = hex[b[i] >> 4];
+        out[2 * i + 1] = hex[b[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+/* True when a header value can go on the wire (no CR, LF or NUL issues). */
+static bool header_value_ok(const char *v)
+{
+    for (; *v; v++)
+        if (*v == '\r' || *v == '\n')
+            return false;
+    return true;
+}
+
+/* The method label of a metric: known methods as is, anything else "OTHER". */
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (m != NULL && strcmp(m, known[i]) == 0)
+            return known[i];
+    return "OTHER";
+}
+
+/* Whether path matches pattern; *param gets the {id} segment when the
+ * pattern has one. */
+static bool path_matches(const char *pattern, const char *path, const char **param)
+{
+    const char *brace = strstr(pattern, "{id}");
+    *param = NULL;
+    if (brace == NULL)
+        return strcmp(pattern, path) == 0;
+    size_t prefix = (size_t)(brace - pattern);
+    if (strncmp(pattern, path, prefix) != 0)
+        return false;
+    const char *seg = path + prefix;
+    if (*seg == '\0' || strchr(seg, '/') != NULL)
+        return false;
+    *param = seg;
+    return true;
+}
+
+/* Looks up the route of r's path and method: sets r->route (method matched),
+ * r->path_known and r->path_param. Exact paths win over the {id} pattern, so
+ * GET /leads/sync is 405, not a lookup of lead "sync". */
+static void resolve_route(gw_req *r)
+{
+    const char *m = r->method;
+    bool head = strcmp(m, "HEAD") == 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < NROUTES; i++) {
+            const char *param;
+            bool exact = strchr(routes[i].pattern, '{') == NULL;
+            if (exact != (pass == 0))
+                continue;
+            if (!path_matches(routes[i].pattern, r->url, &param))
+                continue;
+            r->path_known = true;
+            if (strcmp(routes[i].method, m) == 0 || (head && strcmp(routes[i].method, "GET") == 0)) {
+                r->route = &routes[i];
+                r->path_param = param;
+                return;
+            }
+        }
+        if (r->path_known)
+            return;
+    }
+}
+
+/* Writes the Allow header value of r's path ("GET, HEAD, OPTIONS"). */
+static void allow_methods(const gw_req *r, char *out, size_t outlen)
+{
+    bool get = false, post = false;
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < NROUTES; i++) {
+            const char *param;
+            bool exact = strchr(routes[i].pattern, '{') == NULL;
+            if (exact != (pass == 0) || !path_matches(routes[i].pattern, r->url, &param))
+                continue;
+            if (strcmp(routes[i].method, "GET") == 0)
+                get = true;
+            else if (strcmp(routes[i].method, "POST") == 0)
+                post = true;
+        }
+        if (get || post)
+            break;
+    }
+    snprintf(out, outlen, "%s%sOPTIONS", get ? "GET, HEAD, " : "", post ? "POST, " : "");
+}
+
+/* Whether origin is an allowed CORS origin. */
+static bool origin_allowed(const gw_server *s, const char *origin)
+{
+    if (origin == NULL || *origin == '\0')
+        return false;
+    if (s->cors_any)
+        return true;
+    for (size_t i = 0; i < s->norigins; i++)
+        if (strcmp(s->origins[i], origin) == 0)
+            return true;
+    return false;
+}
+
+/* Whether key matches one of the configured API keys. Compares SHA-256
+ * digests with CRYPTO_memcmp against every key, so neither the key's length
+ * nor which key matched shows in the timing. */
+static bool key_valid(const gw_server *s, const char *key)
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    int ok = 0;
+    if (key == NULL || *key == '\0')
+        return false;
+    SHA256((const unsigned char *)key, strlen(key), d);
+    for (size_t i = 0; i < s->nkeys; i++)
+        ok |= CRYPTO_memcmp(d, s->key_digests + i * SHA256_DIGEST_LENGTH, SHA256_DIGEST_LENGTH) == 0;
+    OPENSSL_cleanse(d, sizeof d);
+    return ok != 0;
+}
+
+/* Whether r carries a valid API key in Authorization: Bearer or X-API-Key. */
+static bool request_authorized(gw_req *r)
+{
+    const gw_server *s = r->srv;
+    bool ok = false;
+    if (s->auth_off)
+        return true;
+    const char *authz = gw_req_header(r, "Authorization");
+    if (authz != NULL && strncasecmp(authz, "Bearer ", 7) == 0) {
+        const char *tok = authz + 7;
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        ok |= key_valid(s, tok);
+    }
+    const char *xkey = gw_req_header(r, "X-API-Key");
+    if (xkey != NULL)
+        ok |= key_valid(s, xkey);
+    return ok;
+}
+
+/* ----------------------------------------------------------- request API */
+
+gw_app *gw_req_app(gw_req *r) { return r->srv->app; }
+const char *gw_req_method(gw_req *r) { return r->method; }
+const char *gw_req_path(gw_req *r) { return r->url; }
+const char *gw_req_path_param(gw_req *r) { return r->path_param; }
+const char *gw_req_id(gw_req *r) { return r->id; }
+int64_t gw_req_start_ms(gw_req *r) { return r->start_ms; }
+
+const char *gw_req_header(gw_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *gw_req_body(gw_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body != NULL ? r->body : "";
+}
+
+/* libmicrohttpd iterator: appends one query argument to r's arrays. */
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    gw_req *r = cls;
+    (void)kind;
+    if (r->nq == r->qcap) {
+        size_t ncap = r->qcap ? r->qcap * 2 : 16;
+        const char **n = realloc(r->qnames, ncap * sizeof *n);
+        if (n == NULL)
+            return MHD_NO;
+        r->qnames = n;
+        const char **v = realloc(r->qvalues, ncap * sizeof *v);
+        if (v == NULL)
+            return MHD_NO;
+        r->qvalues = v;
+        r->qcap = ncap;
+    }
+    r->qnames[r->nq] = key != NULL ? key : "";
+    r->qvalues[r->nq] = value != NULL ? value : "";
+    r->nq++;
+    return MHD_YES;
+}
+
+size_t gw_req_query(gw_req *r, const char *const **names, const char *const **values)
+{
+    if (!r->query_loaded) {
+        r->query_loaded = true;
+        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, r);
+    }
+    *names = r->qnames;
+    *values = r->qvalues;
+    return r->nq;
+}
+
+void gw_req_set_state(gw_req *r, void *state, void (*free_fn)(void *))
+{
+    r->state = state;
+    r->state_free = free_fn;
+}
+
+void *gw_req_state(gw_req *r) { return r->state; }
+
+void gw_req_note_upstream(gw_req *r, int calls) { r->upstream_calls += calls; }
+
+void gw_req_note_cache(gw_req *r, const char *result)
+{
+    snprintf(r->cache, sizeof r->cache, "%s", result != NULL ? result : "");
+    if (r->resp != NULL && r->cache[0] != '\0')
+        MHD_add_response_header(r->resp, "X-Cache", r->cache);
+}
+
+void gw_req_add_header(gw_req *r, const char *name, const char *value)
+{
+    if (name == NULL || value == NULL || !header_value_ok(name) || !header_value_ok(value) ||
+        strlen(value) > GW_HEADER_VALUE_MAX) {
+        GW_LOG(GW_LOG_ERROR, json_pack("{s:s}", "request_id", r->id), "response header refused");
+        return;
+    }
+    if (r->resp != NULL) {
+        MHD_add_response_header(r->resp, name, value);
+        return;
+    }
+    if (r->nhdrs == GW_MAX_EXTRA_HEADERS) {
+        GW_LOG(GW_LOG_ERROR, json_pack("{s:s}", "request_id", r->id), "too many response headers");
+        return;
+    }
+    req_header *h = &r->hdrs[r->nhdrs];
+    h->name = strdup(name);
+    h->value = strdup(value);
+    if (h->name == NULL || h->value == NULL) {
+        free(h->name);
+        free(h->value);
+        h->name = h->value = NULL;
+        return;
+    }
+    r->nhdrs++;
+}
+
+/* ------------------------------------------------------------- replying */
+
+/* Adds the headers every reply carries: X-Request-ID, X-Cache, the
+ * handler's headers, CORS for an allowed Origin, Connection: close while
+ * draining. */
+static void add_common_headers(gw_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-ID", r->id);
+    if (r->cache[0] != '\0')
+        MHD_add_response_header(resp, "X-Cache", r->cache);
+    for (size_t i = 0; i < r->nhdrs; i++)
+        MHD_add_response_header(resp, r->hdrs[i].name, r->hdrs[i].value);
+    const char *origin = gw_req_header(r, "Origin");
+    if (origin_allowed(r->srv, origin) && header_value_ok(origin)) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", r->srv->cors_any ? "*" : origin);
+        MHD_add_response_header(resp, "Vary", "Origin");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", GW_CORS_EXPOSE_HEADERS);
+    }
+    if (atomic_load(&r->srv->app->draining))
+        MHD_add_response_header(resp, "Connection", "close");
+}
+
+/* Builds the reply from a malloc'd body (ownership taken, may be NULL with
+ * len 0). A second reply for the same request is dropped and logged. */
+static void set_reply(gw_req *r, unsigned status, const char *content_type, char *body, size_t len)
+{
+    if (r->resp != NULL || r->phase == PHASE_DONE) {
+        GW_LOG(GW_LOG_ERROR, json_pack("{s:s, s:i}", "request_id", r->id, "status", (int)status),
+               "second reply for one request dropped");
+        free(body);
+        return;
+    }
+    struct MHD_Response *resp =
+        body != NULL ? MHD_create_response_from_buffer_with_free_callback(len, body, free)
+                     : MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) {
+        free(body);
+        return;
+    }
+    if (content_type != NULL)
+        MHD_add_response_header(resp, "Content-Type", content_type);
+    add_common_headers(r, resp);
+    r->resp = resp;
+    r->status = status;
+    r->resp_bytes = len;
+}
+
+/* Serialises body (stolen) into a malloc'd buffer; NULL on failure. */
+static char *dump_json(json_t *body, size_t *len)
+{
+    char *buf = NULL;
+    size_t n;
+    *len = 0;
+    if (body == NULL)
+        return NULL;
+    n = json_dumpb(body, NULL, 0, JSON_COMPACT);
+    if (n == 0)
+        goto out;
+    buf = malloc(n);
+    if (buf == NULL)
+        goto out;
+    if (json_dumpb(body, buf, n, JSON_COMPACT) != n) {
+        free(buf);
+        buf = NULL;
+        goto out;
+    }
+    *len = n;
+out:
+    json_decref(body);
+    return buf;
+}
+
+/* Last resort when a reply cannot be serialised. */
+static void reply_internal(gw_req *r)
+{
+    static const char msg[] = "{\"type\":\"" GW_PROBLEM_URN "internal\",\"title\":\"Internal error\",\"status\":500}";
+    char *b = malloc(sizeof msg - 1);
+    if (b != NULL)
+        memcpy(b, msg, sizeof msg - 1);
+    set_reply(r, 500, "application/problem+json", b, b != NULL ? sizeof msg - 1 : 0);
+}
+
+void gw_req_reply_json(gw_req *r, unsigned status, json_t *body)
+{
+    size_t len;
+    char *buf = dump_json(body, &len);
+    if (buf == NULL) {
+        reply_internal(r);
+        return;
+    }
+    set_reply(r, status, "application/json", buf, len);
+}
+
+void gw_req_reply_raw(gw_req *r, unsigned status, const char *content_type, const char *body,
+                      size_t len)
+{
+    char *copy = NULL;
+    if (len > 0) {
+        copy = malloc(len);
+        if (copy == NULL) {
+            reply_internal(r);
+            return;
+        }
+        memcpy(copy, body, len);
+    }
+    set_reply(r, status, content_type, copy, len);
+}
+
+/* The default problem type slug of a status. */
+static const char *status_slug(unsigned status)
+{
+    switch (status) {
+    case 400: return "invalid-request";
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not-found";
+    case 405: return "method-not-allowed";
+    case 413: return "body-too-large";
+    case 415: return "unsupported-media-type";
+    case 429: return "rate-limited";
+    case 500: return "internal";
+    case 502: return "upstream-error";
+    case 503: return "unavailable";
+    case 504: return "upstream-timeout";
+    default: return status >= 500 ? "internal" : "invalid-request";
+    }
+}
+
+/* Like gw_req_reply_problem with an explicit type slug (appended to the
+ * project URN), or a whole URI when slug holds a ':'. */
+static void reply_problem_typed(gw_req *r, unsigned status, const char *slug, const char *title,
+                                const char *detail, json_t *extra)
+{
+    char type[160];
+    json_t *o = json_object();
+    if (o == NULL) {
+        json_decref(extra);
+        reply_internal(r);
+        return;
+    }
+    if (extra != NULL && json_is_object(extra)) {
+        const char *t = json_string_value(json_object_get(extra, "type"));
+        if (t != NULL && *t != '\0')
+            slug = t;
+    }
+    if (slug == NULL)
+        slug = status_slug(status);
+    if (strchr(slug, ':') != NULL)
+        snprintf(type, sizeof type, "%s", slug);
+    else
+        snprintf(type, sizeof type, GW_PROBLEM_URN "%s", slug);
+    json_object_set_new(o, "type", json_string(type));
+    json_object_set_new(o, "title", json_string(title != NULL ? title : "Error"));
+    json_object_set_new(o, "status", json_integer(status));
+    if (detail != NULL)
+        json_object_set_new(o, "detail", json_string(detail));
+    json_object_set_new(o, "request_id", json_string(r->id));
+    if (extra != NULL && json_is_object(extra)) {
+        json_object_del(extra, "type");
+        json_object_update_missing(o, extra);
+    }
+    json_decref(extra);
+    size_t len;
+    char *buf = dump_json(o, &len);
+    if (buf == NULL) {
+        reply_internal(r);
+        return;
+    }
+    set_reply(r, status, "application/problem+json", buf, len);
+}
+
+void gw_req_reply_problem(gw_req *r, unsigned status, const char *title, const char *detail,
+                          json_t *extra)
+{
+    reply_problem_typed(r, status, NULL, title, detail, extra);
+}
+
+/* How a Marketo fault code becomes an HTTP answer. */
+typedef struct fault_map {
+    int code;            /* Marketo code */
+    unsigned status;     /* HTTP status */
+    const char *slug;    /* problem type */
+    const char *title;   /* problem title */
+    const char *message; /* Marketo's documented message (fixed text) */
+} fault_map;
+
+static const fault_map fault_table[] = {
+    {10001, 502, "upstream-error", "Upstream internal error", "Internal Error"},
+    {20011, 502, "upstream-error", "Upstream internal error", "Internal Error"},
+    {20012, 502, "upstream-rejected", "Upstream rejected the gateway's request", "Request Not Understood"},
+    {20013, 502, "upstream-rejected", "Upstream rejected the gateway's credentials", "Access Denied"},
+    {20014, 502, "upstream-rejected", "Upstream rejected the gateway's credentials", "Authentication failed"},
+    {20015, 429, "quota-exhausted", "Daily upstream quota exhausted", "Request Limit Exceeded"},
+    {20016, 502, "upstream-clock-skew", "Upstream rejected the request signature as expired", "Request Expired"},
+    {20017, 400, "invalid-request", "Upstream rejected the request as invalid", "Invalid Request"},
+    {20019, 502, "upstream-rejected", "Upstream rejected the gateway's request", "Unsupported Operation"},
+    {20022, 400, "invalid-request", "Time range too long", "Time range specified in query filter exceeded limit"},
+    {20023, 429, "rate-limited", "Upstream rate limit reached", "Rate Limit Exceeded"},
+    {20024, 429, "rate-limited", "Upstream concurrency limit reached", "Concurrency Limit Exceeded"},
+    {20101, 400, "invalid-request", "Lead key required", "Lead Key Required"},
+    {20102, 400, "invalid-request", "Invalid lead key type", "Lead Key Bad"},
+    {20103, 404, "not-found", "Lead not found", "Lead Not Found"},
+    {20104, 400, "invalid-request", "Lead record required", "Lead Detail Required"},
+    {20105, 400, "invalid-request", "Unknown lead attribute", "Lead Attribute Bad"},
+    {20106, 502, "upstream-error", "Upstream could not sync the lead", "Lead Sync Failed"},
+    {20108, 404, "not-found", "Lead owner not found", "Lead Owner Not Found"},
+    {20109, 400, "invalid-request", "Parameter required", "Parameter Required"},
+    {20110, 400, "invalid-request", "Bad parameter", "Bad Parameter"},
+    {20111, 404, "not-found", "Static list not found", "List Not Found"},
+    {20114, 400, "invalid-request", "Bad parameter", "Bad Parameter"},
+    {20122, 400, "invalid-cursor", "Bad stream position", "Bad Stream Position"},
+    {20123, 502, "upstream-error", "Upstream stream at end", "Stream at End"},
+};
+
+/* Seconds from now to the next US-Central midnight (at least 1). */
+static int64_t seconds_to_quota_reset(void)
+{
+    int64_t now = (int64_t)time(NULL);
+    int64_t d = gw_next_central_midnight(now) - now;
+    return d > 0 ? d : 1;
+}
+
+/* Adds Retry-After: secs (at least 1). */
+static void add_retry_after(gw_req *r, int64_t secs)
+{
+    char v[24];
+    snprintf(v, sizeof v, "%lld", (long long)(secs > 0 ? secs : 1));
+    gw_req_add_header(r, "Retry-After", v);
+}
+
+void gw_req_reply_job_error(gw_req *r, const gw_job *job)
+{
+    json_t *extra = NULL;
+    switch (job->outcome) {
+    case GW_OUT_FAULT: {
+        const fault_map *m = NULL;
+        for (size_t i = 0; i < sizeof fault_table / sizeof fault_table[0]; i++)
+            if (fault_table[i].code == job->fault.code)
+                m = &fault_table[i];
+        extra = json_pack("{s:i}", "marketo_code", job->fault.code);
+        if (m == NULL) {
+            reply_problem_typed(r, 502, "upstream-error", "Upstream error",
+                                "Marketo answered with an unexpected fault", extra);
+            return;
+        }
+        json_object_set_new(extra, "marketo_message", json_string(m->message));
+        if (m->code == 20015)
+            add_retry_after(r, seconds_to_quota_reset());
+        else if (m->code == 20023 || m->code == 20024)
+            add_retry_after(r, job->retry_after_s > 0 ? job->retry_after_s : 20);
+        reply_problem_typed(r, m->status, m->slug, m->title, NULL, extra);
+        return;
+    }
+    case GW_OUT_RATE_LIMITED:
+        add_retry_after(r, job->retry_after_s > 0 ? job->retry_after_s : 1);
+        reply_problem_typed(r, 429, "rate-limited", "Outbound rate limit reached",
+                            "no outbound call slot became free before the queue deadline", NULL);
+        return;
+    case GW_OUT_QUOTA:
+        add_retry_after(r, job->retry_after_s > 0 ? job->retry_after_s : seconds_to_quota_reset());
+        reply_problem_typed(r, 429, "quota-exhausted", "Daily upstream quota exhausted",
+                            "the daily Marketo call quota is spent until midnight US Central time", NULL);
+        return;
+    case GW_OUT_TIMEOUT:
+        reply_problem_typed(r, 504, "upstream-timeout", "Upstream timeout",
+                            "Marketo did not answer within the request deadline", NULL);
+        return;
+    case GW_OUT_UNREACHABLE:
+        GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:s}", "request_id", r->id, "detail", job->detail),
+               "upstream unreachable");
+        reply_problem_typed(r, 502, "upstream-unreachable", "Upstream unreachable",
+                            "the gateway could not reach Marketo", NULL);
+        return;
+    case GW_OUT_BAD_RESPONSE:
+        GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:s}", "request_id", r->id, "detail", job->detail),
+               "upstream bad response");
+        reply_problem_typed(r, 502, "upstream-bad-response", "Bad upstream response",
+                            "Marketo's answer could not be understood", NULL);
+        return;
+    case GW_OUT_SHUTDOWN:
+        reply_problem_typed(r, 503, "shutting-down", "Shutting down",
+                            "the gateway is shutting down; retry on another replica", NULL);
+        return;
+    case GW_OUT_OK:
+    default:
+        reply_problem_typed(r, 500, "internal", "Internal error", "unexpected upstream outcome", NULL);
+        return;
+    }
+}
+
+/* ----------------------------------------------------------- suspending */
+
+void gw_req_suspend(gw_req *r, gw_handler_fn on_resume)
+{
+    pthread_mutex_lock(&r->mu);
+    r->on_resume = on_resume;
+    r->suspend_wanted = true;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void gw_req_resume(gw_req *r)
+{
+    struct MHD_Connection *conn = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->mhd_suspended) {
+        r->mhd_suspended = false;
+        conn = r->conn;
+    } else {
+        r->resumed_early = true;
+    }
+    pthread_mutex_unlock(&r->mu);
+    /* r may be gone from here on; a suspended connection cannot be. */
+    if (conn != NULL)
+        MHD_resume_connection(conn);
+}
+
+/* ---------------------------------------------------------- dispatching */
+
+/* Answers an OPTIONS request: a CORS preflight from an allowed origin gets
+ * 204 with the Access-Control-* headers; any other OPTIONS (no preflight
+ * headers, CORS not configured, or a disallowed origin) gets 204 with Allow
+ * only, which a browser treats as a refused preflight. */
+static void reply_options(gw_req *r)
+{
+    char allow[64];
+    allow_methods(r, allow, sizeof allow);
+    const char *origin = gw_req_header(r, "Origin");
+    const char *acrm = gw_req_header(r, "Access-Control-Request-Method");
+    set_reply(r, 204, NULL, NULL, 0);
+    if (r->resp == NULL)
+        return;
+    MHD_add_response_header(r->resp, "Allow", allow);
+    if (acrm != NULL && origin_allowed(r->srv, origin)) {
+        /* add_common_headers already put Allow-Origin, Vary and Expose. */
+        MHD_add_response_header(r->resp, "Access-Control-Allow-Methods", allow);
+        MHD_add_response_header(r->resp, "Access-Control-Allow-Headers", GW_CORS_ALLOW_HEADERS);
+        MHD_add_response_header(r->resp, "Access-Control-Max-Age", GW_CORS_MAX_AGE);
+    }
+}
+
+/* Called once the whole request is in: checks and calls the handler. */
+static void dispatch(gw_req *r)
+{
+    if (r->too_large) {
+        char d[96];
+        snprintf(d, sizeof d, "the request body exceeds %zu bytes", r->srv->max_body);
+        reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
+        return;
+    }
+    if (!r->path_known) {
+        reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
+        return;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        reply_options(r);
+        return;
+    }
+    if (r->route == NULL) {
+        char allow[64];
+        allow_methods(r, allow, sizeof allow);
+        gw_req_add_header(r, "Allow", allow);
+        reply_problem_typed(r, 405, "method-not-allowed", "Method not allowed",
+                            "this route does not accept that method", NULL);
+        return;
+    }
+    if (r->route->needs_auth && !request_authorized(r)) {
+        gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
+        reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
+                            "a valid API key is required (Authorization: Bearer or X-API-Key)", NULL);
+        return;
+    }
+    if (r->route->needs_upstream && !r->srv->app->upstream_configured) {
+        reply_problem_typed(r, 503, "upstream-not-configured", "Upstream not configured",
+                            "marketo.soap_endpoint is not set", NULL);
+        return;
+    }
+    r->route->handler(r);
+}
+
+/* Runs after a handler or on_resume call: queues the reply, or suspends the
+ * connection, or (resume already requested) runs on_resume at once. A
+ * handler that did neither gets a 500. */
+static enum MHD_Result finish_call(gw_req *r)
+{
+    for (;;) {
+        if (r->resp != NULL) {
+            enum MHD_Result rc = MHD_queue_response(r->conn, r->status, r->resp);
+            MHD_destroy_response(r->resp);
+            r->resp = NULL;
+            r->phase = PHASE_DONE;
+            pthread_mutex_lock(&r->mu);
+            bool wanted = r->suspend_wanted;
+            pthread_mutex_unlock(&r->mu);
+            if (wanted)
+                GW_LOG(GW_LOG_ERROR, json_pack("{s:s}", "request_id", r->id),
+                       "handler both replied and suspended");
+            return rc;
+        }
+        pthread_mutex_lock(&r->mu);
+        if (!r->suspend_wanted) {
+            pthread_mutex_unlock(&r->mu);
+            GW_LOG(GW_LOG_ERROR, json_pack("{s:s}", "request_id", r->id), "handler gave no reply");
+            reply_internal(r);
+            continue;
+        }
+        r->suspend_wanted = false;
+        if (r->resumed_early) {
+            r->resumed_early = false;
+            gw_handler_fn fn = r->on_resume;
+            r->on_resume = NULL;
+            pthread_mutex_unlock(&r->mu);
+            r->phase = PHASE_RUNNING;
+            fn(r);
+            continue;
+        }
+        r->phase = PHASE_SUSPENDED;
+        r->mhd_suspended = true;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+}
+
+/* Allocates the request on its first access-handler call. */
+static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *url, const char *method)
+{
+    gw_req *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    if (pthread_mutex_init(&r->mu, NULL) != 0) {
+        free(r);
+        return NULL;
+    }
+    r->srv = s;
+    r->conn = conn;
+    r->url = url;
+    r->method = method;
+    r->start_ms = gw_now_ms();
+    clock_gettime(CLOCK_MONOTONIC, &r->start_ts);
+    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    if (request_id_valid(given))
+        snprintf(r->id, sizeof r->id, "%s", given);
+    else
+        request_id_generate(r->id);
+    resolve_route(r);
+    atomic_fetch_add(&s->active, 1);
+    gw_gauge_add(s->in_flight, 1);
+    return r;
+}
+
+/* Appends an upload chunk to the body, or counts it as discarded once over
+ * the cap. Returns false when the connection should be dropped. */
+static bool take_upload(gw_req *r, const char *data, size_t n)
+{
+    size_t cap = r->srv->max_body;
+    if (!r->too_large && r->body_len + n > cap) {
+        r->too_large = true;
+        free(r->body);
+        r->body = NULL;
+        r->discarded = r->body_len;
+        r->body_len = r->body_cap = 0;
+    }
+    if (r->too_large) {
+        r->discarded += n;
+        return r->discarded <= (size_t)cap + GW_DISCARD_MAX;
+    }
+    if (r->body_len + n > r->body_cap) {
+        size_t ncap = r->body_cap ? r->body_cap : 4096;
+        while (ncap < r->body_len + n)
+            ncap *= 2;
+        if (ncap > cap)
+            ncap = cap;
+        char *nb = realloc(r->body, ncap);
+        if (nb == NULL)
+            return false;
+        r->body = nb;
+        r->body_cap = ncap;
+    }
+    memcpy(r->body + r->body_len, data, n);
+    r->body_len += n;
+    return true;
+}
+
+/* libmicrohttpd's access handler: see the top of the file. */
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **req_cls)
+{
+    gw_server *s = cls;
+    gw_req *r = *req_cls;
+    (void)version;
+
+    if (r == NULL) {
+        r = req_new(s, conn, url, method);
+        if (r == NULL)
+            return MHD_NO;
+        *req_cls = r;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        if (cl != NULL) {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(cl, &end, 10);
+            if (end != cl && (errno == ERANGE || v > s->max_body)) {
+                r->too_large = true;
+                r->phase = PHASE_RUNNING;
+                dispatch(r);
+                return finish_call(r);
+            }
+        }
+        return MHD_YES;
+    }
+
+    switch (r->phase) {
+    case PHASE_BODY:
+        if (*upload_data_size > 0) {
+            bool ok = take_upload(r, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            if (!ok)
+                GW_LOG(GW_LOG_WARN, json_pack("{s:s}", "request_id", r->id),
+                       "request body far over the cap: connection dropped");
+            return ok ? MHD_YES : MHD_NO;
+        }
+        r->phase = PHASE_RUNNING;
+        dispatch(r);
+        return finish_call(r);
+    case PHASE_SUSPENDED: {
+        pthread_mutex_lock(&r->mu);
+        gw_handler_fn fn = r->on_resume;
+        r->on_resume = NULL;
+        pthread_mutex_unlock(&r->mu);
+        r->phase = PHASE_RUNNING;
+        if (fn != NULL)
+            fn(r);
+        return finish_call(r);
+    }
+    case PHASE_RUNNING:
+    case PHASE_DONE:
+    default:
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+}
+
+/* libmicrohttpd's completion callback: access log, metrics, free. */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    gw_server *s = cls;
+    gw_req *r = *req_cls;
+    (void)conn;
+    if (r == NULL)
+        return;
+    *req_cls = NULL;
+
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    double secs = (double)(now.tv_sec - r->start_ts.tv_sec) +
+                  (double)(now.tv_nsec - r->start_ts.tv_nsec) / 1e9;
+    const char *route = r->route != NULL ? r->route->pattern : (r->path_known ? "method_not_allowed" : "unmatched");
+    if (r->route == NULL && r->path_known) {
+        /* A known path with another method: label it with its pattern. */
+        for (size_t i = 0; i < NROUTES; i++) {
+            const char *p;
+            if (path_matches(routes[i].pattern, r->url, &p)) {
+                route = routes[i].pattern;
+                if (strchr(route, '{') == NULL)
+                    break;
+            }
+        }
+    }
+    const char *mlabel = method_label(r->method);
+    unsigned status = r->status;
+    bool aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
+
+    if (GW_LOG_INFO >= gw_log_min_level) {
+        json_int_t us = (json_int_t)(secs * 1e6);
+        json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:i, s:s*, s:I}",
+                              "request_id", r->id, "method", mlabel, "route", route,
+                              "status", (int)status, "duration_ms", us / 1000, "duration_us", us,
+                              "upstream_calls", r->upstream_calls,
+                              "cache", r->cache[0] != '\0' ? r->cache : NULL,
+                              "bytes", (json_int_t)r->resp_bytes);
+        if (f != NULL && aborted)
+            json_object_set_new(f, "aborted", json_true());
+        gw_log_emit(GW_LOG_INFO, f, "request");
+    }
+
+    char labels[192];
+    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",status=\"%u\"", route, mlabel, status);
+    gw_counter *c = gw_metrics_counter("http_requests_total", "HTTP requests answered", labels);
+    if (c != NULL)
+        gw_counter_add(c, 1);
+    snprintf(labels, sizeof labels, "route=\"%s\"", route);
+    gw_histogram *h = gw_metrics_histogram("http_request_duration_seconds",
+                                           "Time from the first byte to the last, per route",
+                                           labels, gw_duration_buckets, gw_duration_buckets_n);
+    if (h != NULL)
+        gw_histogram_observe(h, secs);
+    gw_gauge_add(s->in_flight, -1);
+
+    if (r->state_free != NULL && r->state != NULL)
+        r->state_free(r->state);
+    if (r->resp != NULL)
+        MHD_destroy_response(r->resp);
+    for (size_t i = 0; i < r->nhdrs; i++) {
+        free(r->hdrs[i].name);
+        free(r->hdrs[i].value);
+    }
+    free(r->body);
+    free(r->qnames);
+    free(r->qvalues);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    atomic_fetch_sub(&s->active, 1);
+}
+
+/* libmicrohttpd's error log, into ours. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char buf[512];
+    (void)cls;
+    if (GW_LOG_WARN < gw_log_min_level)
+        return;
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    gw_log_emit(GW_LOG_WARN, json_pack("{s:s}", "component", "libmicrohttpd"), "%s", buf);
+}
+
+/* ---------------------------------------------------------------- daemon */
+
+/* Splits a comma-separated list into trimmed, non-empty copies. Returns 0 or -1. */
+static int split_list(const char *in, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (in == NULL)
+        return 0;
+    const char *p = in;
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        const char *a = p, *b = p + len;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            char **nv = realloc(*out, (*n + 1) * sizeof *nv);
+            if (nv == NULL)
+                return -1;
+            *out = nv;
+            (*out)[*n] = strndup(a, (size_t)(b - a));
+            if ((*out)[*n] == NULL)
+                return -1;
+            (*n)++;
+        }
+        p = e ? e + 1 : p + len;
+    }
+    return 0;
+}
+
+/* Fills ss from host and port (numeric addresses, or a name resolved once).
+ * Returns the address length, or 0 with err filled. */
+static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_storage *ss,
+                             char *err, size_t errlen)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &in4->sin_addr) == 1) {
+        in4->sin_family = AF_INET;
+        in4->sin_port = htons(port);
+        return sizeof *in4;
+    }
+    if (inet_pton(AF_INET6, host, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons(port);
+        return sizeof *in6;
+    }
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL || res->ai_addrlen > sizeof *ss) {
+        snprintf(err, errlen, "gateway.listen: cannot resolve the host (%s)", gai_strerror(rc));
+        if (res != NULL)
+            freeaddrinfo(res);
+        return 0;
+    }
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    socklen_t len = res->ai_addrlen;
+    freeaddrinfo(res);
+    if (ss->ss_family == AF_INET)
+        in4->sin_port = htons(port);
+    else
+        in6->sin6_port = htons(port);
+    return len;
+}
+
+gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
+{
+    const gw_config *cfg = app->cfg;
+    gw_server *s = calloc(1, sizeof *s);
+    char host[256];
+    uint16_t port;
+    struct sockaddr_storage ss;
+
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->app = app;
+    s->max_body = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : (8u << 20);
+    s->auth_off = cfg->auth_disabled && app->napi_keys == 0;
+    s->nkeys = app->napi_keys;
+    if (s->nkeys > 0) {
+        s->key_digests = malloc(s->nkeys * SHA256_DIGEST_LENGTH);
+        if (s->key_digests == NULL) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < s->nkeys; i++)
+            SHA256((const unsigned char *)app->api_keys[i], strlen(app->api_keys[i]),
+                   s->key_digests + i * SHA256_DIGEST_LENGTH);
+    }
+    if (split_list(cfg->cors_allowed_origins, &s->origins, &s->norigins) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < s->norigins; i++)
+        if (strcmp(s->origins[i], "*") == 0)
+            s->cors_any = true;
+    s->in_flight = gw_metrics_gauge("http_requests_in_flight", "HTTP requests not yet completed", NULL);
+
+    if (gw_config_split_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", host,
+                               sizeof host, &port) < 0) {
+        snprintf(err, errlen, "gateway.listen: expected host:port");
+        goto fail;
+    }
+    socklen_t alen = listen_addr(host, port, &ss, err, errlen);
+    if (alen == 0)
+        goto fail;
+
+    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+    }
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t threads = cfg->threads > 0 ? cfg->threads : (ncpu > 0 ? ncpu : 1);
+    if (threads > 256)
+        threads = 256;
+    unsigned int climit = cfg->connection_limit > 0 ? (unsigned int)cfg->connection_limit : 1024u;
+    if (climit < (unsigned int)threads)
+        climit = (unsigned int)threads;
+    unsigned int idle = cfg->idle_timeout_s > 0 ? (unsigned int)cfg->idle_timeout_s : 0u;
+
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
+                                 MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
+                                 MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads > 1 ? threads : 0),
+                                 MHD_OPTION_CONNECTION_LIMIT, climit,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, idle,
+                                 MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY_LIMIT,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                 MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_END);
+    if (s->daemon == NULL) {
+        snprintf(err, errlen, "cannot listen on gateway.listen %s (address in use or not allowed?)",
+                 cfg->listen != NULL ? cfg->listen : "");
+        goto fail;
+    }
+    return s;
+fail:
+    gw_server_stop(s);
+    return NULL;
+}
+
+unsigned gw_server_port(gw_server *s)
+{
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    return i != NULL ? i->port : 0;
+}
+
+void gw_server_quiesce(gw_server *s)
+{
+    if (s == NULL || s->daemon == NULL || atomic_exchange(&s->quiesced, true))
+        return;
+    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close(fd);
+}
+
+size_t gw_server_active(gw_server *s) { return atomic_load(&s->active); }
+
+void gw_server_stop(gw_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->daemon != NULL)
+        MHD_stop_daemon(s->daemon);
+    if (s->key_digests != NULL)
+        OPENSSL_cleanse(s->key_digests, s->nkeys * SHA256_DIGEST_LENGTH);
+    free(s->key_digests);
+    for (size_t i = 0; i < s->norigins; i++)
+        free(s->origins[i]);
+    free(s->origins);
+    free(s);
+}

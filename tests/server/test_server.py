@@ -1,0 +1,673 @@
+"""Black-box tests of the gateway's HTTP face (gateway/server.c, ops.c, main.c).
+
+Run: /usr/bin/python3 -m pytest tests/server   (scripts/test.sh does)
+Binary: GATEWAY_BIN (default build/gateway/marketo-gateway under the repository).
+
+Each test starts marketo-gateway on 127.0.0.1 port 0 with a temporary INI
+file, reads the real port from its "marketo-gateway listening on HOST:PORT"
+stdout line, and stops it at teardown (SIGKILL if it is still running). No
+marketo-sim is needed: these routes never reach Marketo, and the /leads
+routes are only checked up to the server's own answers (auth, 503 without an
+upstream, 404/405, 413, CORS). The upstream, when one is configured, is a
+closed loopback port.
+"""
+import http.client
+import json
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import pytest
+import requests
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+GATEWAY_BIN = os.path.abspath(os.environ.get(
+    "GATEWAY_BIN", os.path.join(ROOT, "build", "gateway", "marketo-gateway")))
+KEY1 = "srv-test-key-0123456789"
+KEY2 = "second-key-abcdef"
+WRONG = "not-the-key"
+ORIGIN = "https://app.example.com"
+DEAD_ENDPOINT = "http://127.0.0.1:9/soap/mktows/2_3"  # discard port: nothing listens
+START_TIMEOUT = 15.0
+HEX32 = re.compile(r"^[0-9a-f]{32}$")
+# One exposition line: a comment, or name{labels} value.
+METRIC_LINE = re.compile(
+    r'^(#.*|[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\]|\\.)*",?)*\})? '
+    r'(-?[0-9.eE+-]+|NaN|[+-]Inf))$')
+
+BASE_SETTINGS = {
+    "gateway.listen": "127.0.0.1:0",
+    "gateway.threads": "2",
+    "gateway.max_body_bytes": "2048",
+    "gateway.drain_timeout_ms": "1500",
+    "auth.api_keys": "%s, %s" % (KEY1, KEY2),
+    "cors.allowed_origins": "%s, https://other.example.org" % ORIGIN,
+    "cursor.secret": "cursor-secret-for-tests",
+}
+
+
+def _need_binary():
+    if not os.path.exists(GATEWAY_BIN):
+        pytest.skip("binary not built: %s" % GATEWAY_BIN)
+
+
+def _clean_env(extra=None):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MARKETO_", "GATEWAY_", "AUTH_", "CURSOR_", "REDIS_",
+                                "CACHE_", "RATELIMIT_", "CORS_"))}
+    env.update(extra or {})
+    return env
+
+
+def _write_ini(path, settings):
+    sections = {}
+    for dotted, value in settings.items():
+        if value is None:
+            continue
+        section, key = dotted.split(".", 1)
+        sections.setdefault(section, {})[key] = value
+    with open(path, "w") as f:
+        for section, kv in sections.items():
+            f.write("[%s]\n" % section)
+            for k, v in kv.items():
+                f.write("%s = %s\n" % (k, v))
+
+
+class Gateway:
+    """A running marketo-gateway, its port and its captured stderr."""
+
+    def __init__(self, settings, env=None):
+        _need_binary()
+        self.tmp = tempfile.TemporaryDirectory(prefix="server-gw-")
+        self.ini = os.path.join(self.tmp.name, "gateway.ini")
+        _write_ini(self.ini, settings)
+        self.err_path = os.path.join(self.tmp.name, "stderr.log")
+        self.err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen([GATEWAY_BIN, "--config", self.ini],
+                                     stdout=subprocess.PIPE, stderr=self.err,
+                                     stdin=subprocess.DEVNULL, cwd=self.tmp.name,
+                                     env=_clean_env(env))
+        self.stdout_lines = []
+        try:
+            self.host, self.port = self._read_listen_line()
+        except Exception:
+            self.kill()
+            raise
+        self.base = "http://127.0.0.1:%d" % self.port
+
+    def _read_listen_line(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        buf = b""
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("gateway exited with %s before listening:\n%s"
+                                   % (self.proc.returncode, self.stderr_text()))
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
+            if not ready:
+                continue
+            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                text = line.decode("utf-8", "replace")
+                self.stdout_lines.append(text)
+                m = re.match(r"^marketo-gateway listening on (.+):(\d+)$", text)
+                if m:
+                    return m.group(1), int(m.group(2))
+        raise RuntimeError("no listening line within %.0f s" % START_TIMEOUT)
+
+    def url(self, path):
+        return self.base + path
+
+    def get(self, path, **kw):
+        kw.setdefault("timeout", 10)
+        return requests.get(self.url(path), **kw)
+
+    def stderr_text(self):
+        self.err.flush()
+        with open(self.err_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def log_lines(self):
+        return [json.loads(line) for line in self.stderr_text().splitlines() if line.strip()]
+
+    def terminate(self, timeout=10):
+        """SIGTERM and wait; returns the exit code."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        self.proc.stdout.close()
+        self.err.close()
+        self.tmp.cleanup()
+
+
+@pytest.fixture
+def start():
+    """Factory: start(overrides) -> Gateway; every gateway is killed at teardown."""
+    started = []
+
+    def make(overrides=None, env=None):
+        settings = dict(BASE_SETTINGS)
+        settings.update(overrides or {})
+        g = Gateway(settings, env)
+        started.append(g)
+        return g
+    yield make
+    for g in started:
+        g.kill()
+
+
+@pytest.fixture
+def gw(start):
+    """A gateway without marketo.soap_endpoint (the lead routes answer 503)."""
+    return start()
+
+
+@pytest.fixture
+def gw_up(start):
+    """A gateway with an upstream configured (a closed loopback port)."""
+    return start({"marketo.soap_endpoint": DEAD_ENDPOINT, "marketo.user_id": "u1",
+                  "marketo.encryption_key": "enc-key-secret-xyz", "marketo.timeout_ms": "1000"})
+
+
+def raw_request(port, data, timeout=10.0):
+    """Sends raw bytes, returns (status, headers dict lower-cased, body bytes)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(data)
+        buf = b""
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+            if b"\r\n\r\n" in buf:
+                head, _, body = buf.partition(b"\r\n\r\n")
+                m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if m and len(body) >= int(m.group(1)):
+                    break
+    finally:
+        s.close()
+    head, _, body = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers, body
+
+
+def route_table():
+    """(pattern, method) pairs of server.c's route table."""
+    with open(os.path.join(ROOT, "gateway", "server.c")) as f:
+        src = f.read()
+    block = src[src.index("/* ROUTES-BEGIN */"):src.index("/* ROUTES-END */")]
+    routes = re.findall(r'\{"(/[^"]*)",\s*"([A-Z]+)"', block)
+    assert len(routes) >= 7
+    return routes
+
+
+def assert_problem(r, status):
+    assert r.status_code == status, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status
+    assert body["type"] == "about:blank" or body["type"].startswith("urn:marketo-gateway:problem:")
+    assert isinstance(body["title"], str) and body["title"]
+    assert body["request_id"] == r.headers["X-Request-ID"]
+    return body
+
+
+# --------------------------------------------------------------- command line
+
+def test_version():
+    _need_binary()
+    p = subprocess.run([GATEWAY_BIN, "--version"], capture_output=True, text=True, timeout=10,
+                       env=_clean_env())
+    assert p.returncode == 0
+    assert re.match(r"^marketo-gateway \d+\.\d+\.\d+", p.stdout), p.stdout
+
+
+def test_check_config_masks_secrets(tmp_path):
+    _need_binary()
+    ini = tmp_path / "g.ini"
+    settings = dict(BASE_SETTINGS)
+    settings.update({"marketo.soap_endpoint": DEAD_ENDPOINT, "marketo.user_id": "user-visible",
+                     "marketo.encryption_key": "enc-key-secret-xyz"})
+    _write_ini(str(ini), settings)
+    p = subprocess.run([GATEWAY_BIN, "--config", str(ini), "--check-config"],
+                       capture_output=True, text=True, timeout=10, env=_clean_env())
+    assert p.returncode == 0, p.stderr
+    out = p.stdout + p.stderr
+    for secret in (KEY1, KEY2, "enc-key-secret-xyz", "cursor-secret-for-tests"):
+        assert secret not in out
+    assert "****" in p.stdout
+    assert "user-visible" in p.stdout
+
+
+def test_bad_config_exits_nonzero(tmp_path):
+    _need_binary()
+    ini = tmp_path / "g.ini"
+    ini.write_text("[gateway]\nlisten = 127.0.0.1:0\n[auth]\napi_keys =\n")
+    p = subprocess.run([GATEWAY_BIN, "--config", str(ini)], capture_output=True, text=True,
+                       timeout=10, env=_clean_env())
+    assert p.returncode != 0
+    assert "listening" not in p.stdout
+
+
+def test_listening_line_and_log(gw):
+    assert gw.host == "127.0.0.1"
+    assert gw.port > 0
+    listening = [l for l in gw.log_lines() if l.get("msg") == "listening"]
+    assert listening and listening[0]["port"] == gw.port
+
+
+# -------------------------------------------------------------- ops routes
+
+def test_healthz(gw):
+    r = gw.get("/healthz")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    assert r.json() == {"status": "ok"}
+    assert HEX32.match(r.headers["X-Request-ID"])
+
+
+def test_head_healthz_has_no_body(gw):
+    r = requests.head(gw.url("/healthz"), timeout=10)
+    assert r.status_code == 200
+    assert r.content == b""
+
+
+def test_readyz_503_without_endpoint(gw):
+    body = assert_problem(gw.get("/readyz"), 503)
+    assert "not configured" in body["detail"]
+
+
+def test_readyz_200_with_endpoint(gw_up):
+    r = gw_up.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ready"}
+
+
+def test_metrics_text_parses(gw):
+    for path in ("/healthz", "/nope", "/readyz"):
+        gw.get(path)
+    r = gw.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain")
+    assert "version=0.0.4" in r.headers["Content-Type"]
+    lines = r.text.splitlines()
+    assert lines
+    bad = [l for l in lines if not METRIC_LINE.match(l)]
+    assert not bad, bad[:5]
+    text = r.text
+    assert re.search(r'^http_requests_total\{route="/healthz",method="GET",status="200"\} [1-9]',
+                     text, re.M), text[:2000]
+    assert re.search(r'^http_requests_total\{route="unmatched",method="GET",status="404"\} 1', text, re.M)
+    assert "http_request_duration_seconds_bucket{" in text
+    assert re.search(r"^http_requests_in_flight 1$", text, re.M)  # this very request
+    assert re.search(r'^gateway_build_info\{version="[^"]+"\} 1$', text, re.M)
+    for secret in (KEY1, KEY2, "cursor-secret-for-tests"):
+        assert secret not in text
+
+
+def test_metrics_upstream_gauges(gw_up):
+    text = gw_up.get("/metrics").text
+    assert re.search(r"^gateway_upstream_queued_jobs \d+$", text, re.M)
+    assert re.search(r"^gateway_upstream_in_flight_calls \d+$", text, re.M)
+
+
+def test_openapi_documents_every_route(gw):
+    r = gw.get("/openapi.json")
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("application/json")
+    doc = r.json()
+    with open(os.path.join(ROOT, "gateway", "openapi.json")) as f:
+        assert json.load(f) == doc, "the embedded document is the source file"
+    assert doc["openapi"].startswith("3.1")
+    paths = doc["paths"]
+    for pattern, method in route_table():
+        assert pattern in paths, pattern
+        assert method.lower() in paths[pattern], (pattern, method)
+    # security: ops routes open, lead routes keyed
+    for p in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        assert paths[p]["get"]["security"] == []
+    schemes = doc["components"]["securitySchemes"]
+    assert schemes["bearerAuth"]["scheme"] == "bearer"
+    assert schemes["apiKeyAuth"]["name"] == "X-API-Key"
+    names = {p.get("name") for p in doc["components"]["parameters"].values()}
+    for n in ("email", "id", "cookie", "leadOwnerEmail", "sfdcAccountId", "sfdcContactId",
+              "sfdcLeadId", "sfdcLeadOwnerId", "sfdcOpptyId", "staticList", "staticListId",
+              "updatedSince", "updatedUntil", "fields", "limit", "cursor"):
+        assert n in names, n
+    # every $ref resolves
+    def walk(node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if k == "$ref":
+                    target = doc
+                    for part in v.lstrip("#/").split("/"):
+                        target = target[part]
+                else:
+                    walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+    walk(doc)
+
+
+def test_every_documented_path_answers(gw):
+    doc = gw.get("/openapi.json").json()
+    for path, item in doc["paths"].items():
+        concrete = path.replace("{id}", "1")
+        for method in item:
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            r = requests.request(method.upper(), gw.url(concrete), timeout=10,
+                                 headers={"X-API-Key": KEY1}, json={} if method == "post" else None)
+            assert r.status_code != 404, (method, path, r.text)
+            assert r.status_code != 405, (method, path, r.text)
+
+
+# ------------------------------------------------------------------- auth
+
+LEAD_ROUTES = [("GET", "/leads?email=a@example.com"), ("GET", "/leads/5"), ("POST", "/leads/sync")]
+
+
+@pytest.mark.parametrize("method,path", LEAD_ROUTES)
+def test_auth_missing_key_is_401(gw, method, path):
+    r = requests.request(method, gw.url(path), timeout=10)
+    body = assert_problem(r, 401)
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "detail" in body
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer " + WRONG},
+    {"X-API-Key": WRONG},
+    {"Authorization": "Bearer " + KEY1 + "x"},
+    {"Authorization": "Bearer " + KEY1[:-1]},
+    {"Authorization": "Basic " + KEY1},
+    {"Authorization": KEY1},
+    {"X-API-Key": ""},
+])
+def test_auth_wrong_key_is_401(gw, headers):
+    assert_problem(gw.get("/leads?email=a@example.com", headers=headers), 401)
+
+
+@pytest.mark.parametrize("headers", [
+    {"Authorization": "Bearer " + KEY1},
+    {"Authorization": "bearer " + KEY2},
+    {"X-API-Key": KEY1},
+    {"X-API-Key": KEY2},
+])
+def test_auth_right_key_passes(gw, headers):
+    # Past auth, a gateway without an upstream answers 503 "not configured".
+    body = assert_problem(gw.get("/leads?email=a@example.com", headers=headers), 503)
+    assert body["type"].endswith("upstream-not-configured")
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/openapi.json"])
+def test_ops_routes_need_no_key(gw_up, path):
+    assert gw_up.get(path).status_code == 200
+
+
+def test_auth_disabled_without_keys(start):
+    g = start({"auth.api_keys": "", "auth.disabled": "true"})
+    body = assert_problem(g.get("/leads?email=a@example.com"), 503)
+    assert body["type"].endswith("upstream-not-configured")
+    warns = [l for l in g.log_lines() if l.get("level") == "warn"
+             and "authentication is disabled" in l.get("msg", "")]
+    assert warns, g.stderr_text()
+
+
+def test_logs_hold_no_key_and_no_query(gw_up):
+    gw_up.get("/leads?email=secret.person@example.com", headers={"X-API-Key": KEY1})
+    gw_up.get("/leads?email=secret.person@example.com", headers={"Authorization": "Bearer " + KEY2})
+    gw_up.get("/leads/77", headers={"X-API-Key": WRONG})
+    gw_up.get("/healthz?token=" + KEY1)
+    time.sleep(0.2)
+    text = gw_up.stderr_text()
+    for s in (KEY1, KEY2, WRONG, "secret.person", "enc-key-secret-xyz", "cursor-secret-for-tests"):
+        assert s not in text, s
+    lines = gw_up.log_lines()  # every line is JSON
+    reqs = [l for l in lines if l.get("msg") == "request"]
+    assert len(reqs) >= 4
+    for l in reqs:
+        for field in ("request_id", "method", "route", "status", "duration_ms",
+                      "upstream_calls", "bytes"):
+            assert field in l, (field, l)
+    assert {"/leads", "/leads/{id}", "/healthz"} <= {l["route"] for l in reqs}
+
+
+# ------------------------------------------------------------ request ids
+
+def test_request_id_echoed(gw):
+    for rid in ("abc", "req-1.2:3_x", "A" * 128):
+        r = gw.get("/healthz", headers={"X-Request-ID": rid})
+        assert r.headers["X-Request-ID"] == rid
+
+
+@pytest.mark.parametrize("rid", ["A" * 129, "x" * 500, "has space", "<script>", "a;b", "é"])
+def test_request_id_replaced(gw, rid):
+    r = gw.get("/healthz", headers={"X-Request-ID": rid.encode("utf-8")})
+    assert HEX32.match(r.headers["X-Request-ID"]), r.headers["X-Request-ID"]
+
+
+def test_request_id_with_cr_lf_never_reflected(gw):
+    # A bare CR inside the value: the value is invalid and replaced.
+    status, headers, _ = raw_request(
+        gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: ab\rInjected: 1"
+        b"\r\nConnection: close\r\n\r\n")
+    assert "injected" not in headers
+    if status == 200:
+        assert HEX32.match(headers["x-request-id"]), headers
+    # CRLF ends the header: the id is "ab" and "Injected" is a request header
+    # of its own, never a response header.
+    status, headers, _ = raw_request(
+        gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: ab\r\nInjected: 1"
+        b"\r\nConnection: close\r\n\r\n")
+    assert status == 200
+    assert "injected" not in headers
+    assert headers["x-request-id"] == "ab"
+
+
+def test_problem_carries_request_id(gw):
+    r = gw.get("/nope", headers={"X-Request-ID": "trace-42"})
+    body = assert_problem(r, 404)
+    assert body["request_id"] == "trace-42"
+
+
+def test_generated_ids_differ(gw):
+    ids = {gw.get("/healthz").headers["X-Request-ID"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+# ------------------------------------------------------------------- CORS
+
+def test_cors_preflight_allowed_origin(gw):
+    r = requests.options(gw.url("/leads"), timeout=10, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization, x-request-id"})
+    assert r.status_code == 204
+    assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    assert "GET" in r.headers["Access-Control-Allow-Methods"]
+    allow_h = r.headers["Access-Control-Allow-Headers"].lower()
+    for h in ("authorization", "x-api-key", "content-type", "x-request-id", "cache-control"):
+        assert h in allow_h
+    assert int(r.headers["Access-Control-Max-Age"]) > 0
+    assert "Origin" in r.headers["Vary"]
+    assert r.headers["X-Request-ID"]
+    r = requests.options(gw.url("/leads/sync"), timeout=10, headers={
+        "Origin": ORIGIN, "Access-Control-Request-Method": "POST"})
+    assert r.status_code == 204
+    assert "POST" in r.headers["Access-Control-Allow-Methods"]
+
+
+def test_cors_preflight_disallowed_origin(gw):
+    r = requests.options(gw.url("/leads"), timeout=10, headers={
+        "Origin": "https://evil.example.net", "Access-Control-Request-Method": "GET"})
+    assert r.status_code == 204
+    assert "Access-Control-Allow-Origin" not in r.headers
+    assert "Access-Control-Allow-Methods" not in r.headers
+
+
+def test_cors_simple_request_headers(gw):
+    r = gw.get("/healthz", headers={"Origin": "https://other.example.org"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://other.example.org"
+    assert "Origin" in r.headers["Vary"]
+    expose = r.headers["Access-Control-Expose-Headers"]
+    for h in ("X-Request-ID", "X-Cache", "Retry-After"):
+        assert h in expose
+    # errors too, so that a browser can read them
+    r = gw.get("/leads", headers={"Origin": ORIGIN})
+    assert r.status_code == 401
+    assert r.headers["Access-Control-Allow-Origin"] == ORIGIN
+    r = gw.get("/healthz", headers={"Origin": "https://evil.example.net"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+    r = gw.get("/healthz")
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+def test_cors_wildcard(start):
+    g = start({"cors.allowed_origins": "*"})
+    r = g.get("/healthz", headers={"Origin": "https://anything.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    r = requests.options(g.url("/leads"), timeout=10, headers={
+        "Origin": "https://anything.example", "Access-Control-Request-Method": "GET"})
+    assert r.status_code == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_no_cors_configured(start):
+    g = start({"cors.allowed_origins": ""})
+    r = g.get("/healthz", headers={"Origin": ORIGIN})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+# ---------------------------------------------------------- 404 / 405 / 413
+
+@pytest.mark.parametrize("path", ["/nope", "/leads/", "/leads/1/2", "/healthz/x", "/"])
+def test_unknown_path_404(gw, path):
+    assert_problem(gw.get(path, headers={"X-API-Key": KEY1}), 404)
+
+
+@pytest.mark.parametrize("method,path,allow", [
+    ("POST", "/healthz", "GET"), ("DELETE", "/leads", "GET"), ("PUT", "/leads/5", "GET"),
+    ("GET", "/leads/sync", "POST"), ("POST", "/metrics", "GET"),
+])
+def test_wrong_method_405(gw, method, path, allow):
+    r = requests.request(method, gw.url(path), timeout=10, headers={"X-API-Key": KEY1})
+    assert_problem(r, 405)
+    allowed = [m.strip() for m in r.headers["Allow"].split(",")]
+    assert allow in allowed
+    assert method not in allowed
+
+
+def test_body_over_cap_by_content_length(gw):
+    status, headers, body = raw_request(
+        gw.port, b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY1.encode() +
+        b"\r\nContent-Type: application/json\r\nContent-Length: 100000000\r\n\r\n{\"leads\":")
+    assert status == 413
+    assert headers["content-type"].startswith("application/problem+json")
+    doc = json.loads(body)
+    assert doc["status"] == 413 and doc["request_id"] == headers["x-request-id"]
+
+
+def test_body_over_cap_chunked(gw):
+    def chunks():
+        for _ in range(8):
+            yield b"x" * 1000
+    r = requests.post(gw.url("/leads/sync"), data=chunks(), timeout=10,
+                      headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
+    assert_problem(r, 413)
+    # the server is still fine afterwards
+    assert gw.get("/healthz").status_code == 200
+
+
+def test_body_at_cap_is_accepted(gw):
+    r = requests.post(gw.url("/leads/sync"), data=b"x" * 2048, timeout=10,
+                      headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
+    assert r.status_code != 413
+
+
+# ------------------------------------------------------------- shutdown
+
+def test_sigterm_idle_exits_zero(gw_up):
+    t0 = time.monotonic()
+    assert gw_up.terminate(timeout=10) == 0
+    assert time.monotonic() - t0 < 1.5
+    msgs = [l.get("msg") for l in gw_up.log_lines()]
+    assert "draining" in msgs and "stopped" in msgs
+
+
+def test_sigint_exits_zero(gw):
+    gw.proc.send_signal(signal.SIGINT)
+    assert gw.proc.wait(timeout=10) == 0
+
+
+def test_drain_readyz_503_then_exit_within_timeout(gw_up):
+    # a keep-alive connection opened before the signal, to watch /readyz on
+    probe = http.client.HTTPConnection("127.0.0.1", gw_up.port, timeout=10)
+    probe.request("GET", "/readyz")
+    first = probe.getresponse()
+    first.read()
+    assert first.status == 200
+    # a request still in progress: its body never finishes arriving
+    slow = socket.create_connection(("127.0.0.1", gw_up.port), timeout=10)
+    slow.sendall(b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY1.encode() +
+                 b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"lea")
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    gw_up.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    probe.request("GET", "/readyz")
+    ready = probe.getresponse()
+    body = json.loads(ready.read())
+    assert ready.status == 503
+    assert ready.getheader("Content-Type").startswith("application/problem+json")
+    assert "draining" in body["detail"]
+    # new connections are refused
+    with pytest.raises(requests.ConnectionError):
+        requests.get(gw_up.url("/healthz"), timeout=2)
+    code = gw_up.proc.wait(timeout=10)
+    elapsed = time.monotonic() - t0
+    slow.close()
+    probe.close()
+    assert code == 0
+    assert 1.0 <= elapsed < 1.5 + 1.0, elapsed  # waited for the slow request, not forever
+
+
+def test_in_flight_gauge_drops_back(gw):
+    def slow_upload(port, stop):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        stop.wait(5)
+        s.close()
+    stop = threading.Event()
+    t = threading.Thread(target=slow_upload, args=(gw.port, stop))
+    t.start()
+    try:
+        time.sleep(0.3)
+        text = gw.get("/metrics").text
+        assert re.search(r"^http_requests_in_flight 2$", text, re.M), text[:500]
+    finally:
+        stop.set()
+        t.join()
+    time.sleep(0.3)
+    text = gw.get("/metrics").text
+    assert re.search(r"^http_requests_in_flight 1$", text, re.M)
