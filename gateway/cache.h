@@ -68,6 +68,19 @@ struct gw_cache {
 /* In-process backend: LRU bounded to max_entries, TTLs in seconds. */
 gw_cache *gw_cache_local_new(int64_t max_entries, int64_t ttl_s, int64_t negative_ttl_s);
 
+/* Test hook: makes a local cache read time (monotonic ms) from now_ms
+ * instead of CLOCK_MONOTONIC; NULL restores the real clock. Ignored for
+ * other backends. Call before the cache is shared between threads. */
+void gw_cache_local_set_clock(gw_cache *c, int64_t (*now_ms)(void));
+
+/* Entries held by a local cache now (expired ones not yet dropped
+ * included); 0 for other backends. For tests and metrics. */
+size_t gw_cache_local_size(gw_cache *c);
+
+/* Current invalidation epoch of a local cache (starts at 1); 0 for other
+ * backends. For tests. */
+uint64_t gw_cache_local_epoch(gw_cache *c);
+
 /* Writes the cache form of a key value into out (size outlen): e-mail key
  * types lower-cased (Marketo matches them case-insensitively), others as is.
  * Returns 0, or -1 if it does not fit. */

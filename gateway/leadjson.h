@@ -22,6 +22,11 @@ json_t *gw_lead_to_json(const soap_lead *l);
 /* New reference to one typed attribute value. */
 json_t *gw_attr_to_json(const soap_attr *a);
 
+/* Largest sync body gw_sync_request_parse() accepts, bytes. */
+#define GW_SYNC_MAX_BODY (32u * 1024u * 1024u)
+/* Largest string (attribute value, e-mail, ...) in a sync body, bytes. */
+#define GW_SYNC_MAX_STRING (64u * 1024u)
+
 /* A parsed POST /leads/sync body. */
 typedef struct gw_sync_request {
     soap_lead *leads;  /* in input order; attrs carry string values, type NULL */

@@ -60,6 +60,17 @@ char *gw_selector_binding(const gw_selector *s);
  * "leadOwnerEmail", "sfdcAccountId", ...). Static storage. */
 const char *gw_key_param_name(soap_key_type t);
 
+/* Whether a request carrying a cursor is compatible with the selector the
+ * cursor was bound to (bound: gw_query_parse_string() of the cursor's
+ * binding): every parameter the request gives besides cursor= (selector,
+ * fields=, limit=) must equal the bound one; absent ones are taken from the
+ * cursor. */
+bool gw_selector_cursor_compatible(const gw_selector *req, const gw_selector *bound);
+
+/* Whether s[0..len) is well-formed UTF-8 (no overlong forms, no surrogates,
+ * nothing above U+10FFFF). Shared with leadjson.c. */
+bool gw_utf8_valid(const char *s, size_t len);
+
 /* Frees everything; leaves s zeroed. */
 void gw_selector_clear(gw_selector *s);
 

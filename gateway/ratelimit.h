@@ -61,6 +61,12 @@ struct gw_limiter {
 /* In-process backend. Returns NULL on bad params or no memory. */
 gw_limiter *gw_limiter_local_new(const gw_limit_params *p);
 
+/* A share of a budget, for a replica that must not spend the whole of it
+ * (the Redis fallback: each replica keeps 1/N). Each limit becomes
+ * floor(limit * share) but at least 1; window_ms is kept; a daily_quota of 0
+ * (unlimited) stays 0. share is clamped to (0, 1]. */
+gw_limit_params gw_limit_params_scaled(const gw_limit_params *p, double share);
+
 /* Epoch seconds of the first US-Central (America/Chicago) midnight after
  * now_s, daylight saving included (second Sunday of March to first Sunday of
  * November, 02:00 local). Needs no tz database. */
