@@ -149,7 +149,8 @@ static bool is_elem(const xmlNode *node, const char *ns, const char *name)
         return false;
     if (ns == NULL)
         return node->ns == NULL || node->ns->href == NULL || node->ns->href[0] == '\0';
-    return node->ns != NULL && node->ns->href != NULL && strcmp((const char *)node->ns->href, ns) == 0;
+    return node->ns != NULL && node->ns->href != NULL &&
+           strcmp((const char *)node->ns->href, ns) == 0;
 }
 
 /* Whether node is an element with this local name and no namespace or

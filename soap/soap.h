@@ -5,8 +5,8 @@
  *
  * Ownership: every builder returns a malloc'd buffer the caller frees with
  * free(). Every parser fills a result struct the caller releases with the
- * matching soap_*_free(); those free functions accept a zeroed or half-filled
- * struct. Input structs are only read, never kept.
+ * matching soap_*_clear(); those functions accept a zeroed or half-filled
+ * struct (and NULL). Input structs are only read, never kept.
  *
  * Errors: functions return SOAP_OK (0) or a negative soap_status and, when
  * given a soap_err, fill it with a short English message that never contains
@@ -48,7 +48,10 @@ typedef struct soap_err {
     char msg[160];  /* human text, no secrets, no key values */
 } soap_err;
 
-/* Call once per process before threads start (initialises libxml2). */
+/* Call once per process before threads start (initialises libxml2). It also
+ * installs, process-wide, an external entity loader that refuses every URL
+ * and silences libxml2's error printing: afterwards libxml2 cannot read
+ * files by name (xmlReadFile fails; read into memory and use xmlReadMemory). */
 void soap_init(void);
 /* Call once at exit (frees libxml2's globals; keeps leak checkers quiet). */
 void soap_cleanup(void);
@@ -104,7 +107,7 @@ int soap_sign(const char *encryption_key, const char *timestamp, const char *use
 typedef struct soap_auth {
     const char *user_id;         /* mktowsUserId */
     const char *encryption_key;  /* HMAC key; never written into the envelope */
-    const char *timestamp;       /* W3C timestamp to sign and send, or NULL */
+    const char *timestamp;       /* W3C timestamp to sign and send (< 32 bytes), or NULL */
 } soap_auth;
 
 /* ---- lead records ----------------------------------------------------------- */
@@ -163,7 +166,10 @@ int soap_build_get_lead(const soap_auth *auth, soap_key_type t, const char *key_
                         char **out, size_t *outlen, soap_err *err);
 int soap_build_get_multiple_leads(const soap_auth *auth, const soap_get_multiple *p,
                                   char **out, size_t *outlen, soap_err *err);
-/* syncLead: returnLead is sent as given; marketo_cookie may be NULL. */
+/* syncLead: returnLead is sent as given; marketo_cookie may be NULL.
+ * For both sync builders: Id must fit xs:int (0..2^31-1), ForeignSysType is
+ * CUSTOM, SFDC or NETSUITE, and an attribute whose value is NULL is sent as
+ * an empty attrValue (the WSDL does not allow nil there). */
 int soap_build_sync_lead(const soap_auth *auth, const soap_lead *lead, bool return_lead,
                          const char *marketo_cookie, char **out, size_t *outlen, soap_err *err);
 /* syncMultipleLeads: 1..300 leads; each needs id, email or foreign_sys_person_id.
