@@ -105,6 +105,8 @@ struct gw_upstream {
     gw_call *pool;                 /* idle calls */
     int npool;                     /* entries in pool */
     int64_t last_hint_ms;          /* the limiter's last WAIT hint */
+    int64_t limiter_retry_at_ms;   /* monotonic: do not ask the limiter again before this
+                                    * (0: ask now; reset when one of our slots comes back) */
     uint64_t rng;                  /* xorshift state for backoff jitter */
 
     atomic_size_t queued;          /* jobs in inbox + waiting list */
@@ -290,8 +292,11 @@ static void end_job(gw_upstream *u, gw_job *job, gw_outcome outcome)
 {
     job->outcome = outcome;
     metric_add(u->m_jobs[kind_index(job)][outcome]);
+    /* back-pressure outcomes are expected under load: info, not warn */
+    bool pressure = outcome == GW_OUT_RATE_LIMITED || outcome == GW_OUT_QUOTA ||
+                    outcome == GW_OUT_SHUTDOWN;
     if (outcome != GW_OUT_OK)
-        GW_LOG(outcome == GW_OUT_SHUTDOWN ? GW_LOG_INFO : GW_LOG_WARN,
+        GW_LOG(pressure ? GW_LOG_INFO : GW_LOG_WARN,
                json_pack("{s:s, s:s, s:i, s:s}", "operation", kind_ops[kind_index(job)],
                          "outcome", gw_outcome_name(outcome), "attempts", job->attempts,
                          "detail", job->detail),
@@ -915,6 +920,13 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
             blocked = true;
             continue;
         }
+        if (now < u->limiter_retry_at_ms) {
+            /* the limiter said WAIT: asking again before its hint (a Redis
+             * round trip per socket event) would not help */
+            blocked = true;
+            wake = min64(wake, u->limiter_retry_at_ms);
+            continue;
+        }
         gw_slot slot = {0};
         int64_t hint = 0;
         gw_limit_result lr = u->lim->ops->try_acquire(u->lim, wall_ms(), &slot, &hint);
@@ -932,12 +944,14 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
         case GW_LIMIT_WAIT:
             blocked = true;
             u->last_hint_ms = max64(1, hint);
-            wake = min64(wake, now + u->last_hint_ms);
+            u->limiter_retry_at_ms = now + u->last_hint_ms;
+            wake = min64(wake, u->limiter_retry_at_ms);
             break;
         case GW_LIMIT_ERROR:
         default:
             blocked = true;
-            wake = min64(wake, now + UP_LIMIT_ERROR_WAIT_MS);
+            u->limiter_retry_at_ms = now + UP_LIMIT_ERROR_WAIT_MS;
+            wake = min64(wake, u->limiter_retry_at_ms);
             break;
         }
     }
@@ -1016,8 +1030,10 @@ static void *engine_main(void *arg)
         int64_t wake = scan_waiting(u, now);
         int running = 0;
         curl_multi_perform(u->multi, &running);
-        if (reap(u) > 0)
-            continue; /* slots came back: look at the waiting list again */
+        if (reap(u) > 0) {
+            u->limiter_retry_at_ms = 0; /* slots came back: ask the limiter again now */
+            continue;
+        }
         now = gw_now_ms();
         if (stopping)
             wake = min64(wake, drain);
