@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
 #include <cmocka.h>
 #include <libxml/tree.h>
 #include <libxml/xmlwriter.h>
@@ -580,6 +582,48 @@ static void test_large_response(void **state)
     free(s);
 }
 
+/* Bodies shared by the worker threads of test_threads. */
+static char *thread_ok, *thread_bad;
+static size_t thread_ok_len, thread_bad_len;
+
+/* Parses the good and the hostile body repeatedly; returns the number of
+ * unexpected results. */
+static void *parse_worker(void *arg)
+{
+    (void)arg;
+    uintptr_t bad = 0;
+    for (int i = 0; i < 200; i++) {
+        soap_leads_result r;
+        if (soap_parse_get_multiple_leads(thread_ok, thread_ok_len, 0, &r, NULL, NULL) !=
+                SOAP_OK ||
+            r.nleads != 2)
+            bad++;
+        soap_leads_result_clear(&r);
+        if (soap_parse_get_multiple_leads(thread_bad, thread_bad_len, 0, &r, NULL, NULL) !=
+            SOAP_ERR_PARSE)
+            bad++;
+    }
+    return (void *)bad;
+}
+
+static void test_threads(void **state)
+{
+    (void)state;
+    /* The upstream engine parses on worker threads: same results there. */
+    thread_ok = ts_fixture("get_multiple_page.xml", &thread_ok_len);
+    thread_bad = ts_fixture("xxe.xml", &thread_bad_len);
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, parse_worker, NULL), 0);
+    for (int i = 0; i < 4; i++) {
+        void *res;
+        assert_int_equal(pthread_join(th[i], &res), 0);
+        assert_int_equal((uintptr_t)res, 0);
+    }
+    free(thread_ok);
+    free(thread_bad);
+}
+
 int main(void)
 {
     soap_init();
@@ -597,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_malformed_values),
         cmocka_unit_test(test_round_trip_response),
         cmocka_unit_test(test_large_response),
+        cmocka_unit_test(test_threads),
     };
     int rc = cmocka_run_group_tests_name("soap_parse", tests, NULL, NULL);
     soap_cleanup();
