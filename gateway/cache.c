@@ -95,6 +95,7 @@ static const gw_cache_ops local_ops;
 
 /* ---- helpers ---------------------------------------------------------------- */
 
+/* The cache's clock: the test hook, or CLOCK_MONOTONIC, in ms. */
 static int64_t now_ms(const local_cache *c)
 {
     if (c->clock != NULL)
@@ -125,6 +126,7 @@ static uint64_t hash_key(const local_cache *c, soap_key_type t, const char *v, s
     return mix64(h ^ len);
 }
 
+/* Seeded hash of a lead id for the reverse index. */
 static uint64_t hash_id(const local_cache *c, int64_t id)
 {
     return mix64((uint64_t)id ^ c->seed);
@@ -179,6 +181,7 @@ static void ids_maybe_grow(local_cache *c)
     c->nid_buckets = nb;
 }
 
+/* The key node of (t, v), or NULL; h is hash_key() of it. */
 static key_node *key_find(const local_cache *c, soap_key_type t, const char *v, size_t len,
                           uint64_t h)
 {
@@ -201,6 +204,7 @@ static void key_remove(local_cache *c, key_node *k)
     free(k);
 }
 
+/* The reverse-index node of a lead id, or NULL. */
 static id_node *id_find(const local_cache *c, int64_t id)
 {
     for (id_node *n = c->ids[hash_id(c, id) & (c->nid_buckets - 1)]; n != NULL; n = n->hnext) {
@@ -222,6 +226,7 @@ static void id_remove(local_cache *c, id_node *n)
     free(n);
 }
 
+/* Takes e off the LRU list. */
 static void lru_unlink(local_cache *c, cache_entry *e)
 {
     if (e->lru_prev != NULL)
@@ -235,6 +240,7 @@ static void lru_unlink(local_cache *c, cache_entry *e)
     e->lru_prev = e->lru_next = NULL;
 }
 
+/* Puts e at the most recently used end of the LRU list. */
 static void lru_push_front(local_cache *c, cache_entry *e)
 {
     e->lru_prev = NULL;
