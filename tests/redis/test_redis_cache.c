@@ -1,0 +1,484 @@
+/* tests/redis/test_redis_cache.c - the Redis cache against a real redis-server. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gateway/log.h"
+#include "gateway/metrics.h"
+#include "gateway/redis.h"
+#include "tests/redis/harness.h"
+
+static rh_server *srv;
+
+/* Every test starts from an empty Redis and skips when there is none. */
+static int setup(void **state)
+{
+    (void)state;
+    if (srv == NULL || srv->pid <= 0)
+        return 0;
+    rh_command_int(srv, "FLUSHALL");
+    return 0;
+}
+
+#define NEED_SERVER()                                                               \
+    do {                                                                            \
+        if (srv == NULL) {                                                          \
+            print_message("# REDIS_SERVER not set or redis-server did not start\n"); \
+            skip();                                                                 \
+        }                                                                           \
+    } while (0)
+
+static gw_cache *new_cache(const char *prefix, int64_t ttl, int64_t neg, gw_redis **out_r)
+{
+    gw_redis *r = rh_client(srv, prefix, 300);
+    assert_non_null(r);
+    gw_cache *c = gw_cache_redis_new(r, ttl, neg);
+    assert_non_null(c);
+    if (out_r)
+        *out_r = r;
+    else
+        gw_redis_unref(r);
+    return c;
+}
+
+/* Stores one entry (json, ids) under (t, fieldset, value) with a fresh epoch; returns put_many's result. */
+static int put1(gw_cache *c, soap_key_type t, const char *fs, const char *value, const char *json,
+                const int64_t *ids, size_t nids)
+{
+    char *out = NULL;
+    uint64_t epoch = 0;
+    const char *vals[1] = {value};
+    assert_int_equal(c->ops->get_many(c, t, fs, vals, 1, &out, &epoch), 0);
+    free(out);
+    gw_cache_put p = {.value = value, .json = json, .ids = ids, .nids = nids};
+    return c->ops->put_many(c, t, fs, &p, 1, epoch);
+}
+
+/* get_many of one key: the JSON (caller frees) or NULL; asserts the call worked. */
+static char *get1(gw_cache *c, soap_key_type t, const char *fs, const char *value)
+{
+    char *out = NULL;
+    uint64_t epoch = 0;
+    const char *vals[1] = {value};
+    assert_int_equal(c->ops->get_many(c, t, fs, vals, 1, &out, &epoch), 0);
+    return out;
+}
+
+static void assert_hit(gw_cache *c, soap_key_type t, const char *fs, const char *value,
+                       const char *json)
+{
+    char *v = get1(c, t, fs, value);
+    assert_non_null(v);
+    assert_string_equal(v, json);
+    free(v);
+}
+
+static void assert_miss(gw_cache *c, soap_key_type t, const char *fs, const char *value)
+{
+    char *v = get1(c, t, fs, value);
+    assert_null(v);
+}
+
+static void test_hit_miss_partial(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *c = new_cache("t1:", 60, 30, NULL);
+    const char *vals[3] = {"a@x.com", "b@x.com", "c@x.com"};
+    char *out[3];
+    uint64_t epoch = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 3, out, &epoch), 0);
+    for (int i = 0; i < 3; i++)
+        assert_null(out[i]);
+    assert_true(epoch > 0);
+
+    int64_t id_a = 11, id_b = 12;
+    gw_cache_put p[2] = {
+        {.value = "a@x.com", .json = "[{\"id\":11}]", .ids = &id_a, .nids = 1},
+        {.value = "c@x.com", .json = "[]", .ids = NULL, .nids = 0},
+    };
+    (void)id_b;
+    assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", p, 2, epoch), 0);
+
+    uint64_t epoch2 = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 3, out, &epoch2), 0);
+    assert_int_equal(epoch2, epoch); /* no invalidation in between */
+    assert_non_null(out[0]);
+    assert_string_equal(out[0], "[{\"id\":11}]");
+    assert_null(out[1]);
+    assert_non_null(out[2]);
+    assert_string_equal(out[2], "[]");
+    for (int i = 0; i < 3; i++)
+        free(out[i]);
+
+    /* Another field set, another key type: misses. */
+    assert_miss(c, SOAP_KEY_EMAIL, "Company", "a@x.com");
+    assert_miss(c, SOAP_KEY_COOKIE, "", "a@x.com");
+    /* n = 0 still reports the epoch. */
+    uint64_t e0 = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e0), 0);
+    assert_int_equal(e0, epoch);
+    c->ops->destroy(c);
+}
+
+static void test_ttl_and_negative_ttl(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *c = new_cache("t2:", 2, 1, NULL);
+    int64_t id = 5;
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]", &id, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
+    /* Same hash: a negative variant and a positive one; the positive must
+     * not stretch the negative's life. */
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "mix@x.com", "[]", NULL, 0), 0);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]", &id, 1), 0);
+    assert_hit(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]");
+    rh_sleep_ms(1300);
+    assert_hit(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]");
+    assert_miss(c, SOAP_KEY_EMAIL, "", "neg@x.com");
+    assert_miss(c, SOAP_KEY_EMAIL, "", "mix@x.com");
+    assert_hit(c, SOAP_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]");
+    rh_sleep_ms(1000);
+    assert_miss(c, SOAP_KEY_EMAIL, "", "pos@x.com");
+    assert_miss(c, SOAP_KEY_EMAIL, "Company", "mix@x.com");
+    /* And Redis dropped the keys themselves. */
+    assert_int_equal(rh_command_int(srv, "EXISTS t2:c:EMAIL:pos@x.com"), 0);
+    c->ops->destroy(c);
+}
+
+static void test_invalidate_drops_every_variant(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *c = new_cache("t3:", 60, 30, NULL);
+    int64_t id = 7;
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "v@x.com", "[1]", &id, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company", "v@x.com", "[2]", &id, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company,FirstName", "v@x.com", "[3]", &id, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "other@x.com", "[4]", NULL, 0), 0);
+    uint64_t e1 = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e1), 0);
+
+    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "v@x.com"};
+    assert_int_equal(c->ops->invalidate(c, &k, 1, NULL, 0), 0);
+    assert_miss(c, SOAP_KEY_EMAIL, "", "v@x.com");
+    assert_miss(c, SOAP_KEY_EMAIL, "Company", "v@x.com");
+    assert_miss(c, SOAP_KEY_EMAIL, "Company,FirstName", "v@x.com");
+    assert_hit(c, SOAP_KEY_EMAIL, "", "other@x.com", "[4]");
+    uint64_t e2 = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e2), 0);
+    assert_true(e2 > e1);
+    /* Nothing to drop still advances the epoch. */
+    assert_int_equal(c->ops->invalidate(c, NULL, 0, NULL, 0), 0);
+    uint64_t e3 = 0;
+    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e3), 0);
+    assert_true(e3 > e2);
+    c->ops->destroy(c);
+}
+
+static void test_invalidate_by_id(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *c = new_cache("t4:", 60, 30, NULL);
+    int64_t seven = 7, eight = 8, both[2] = {7, 8};
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[7]", &seven, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_COOKIE, "Company", "ck-1", "[7]", &seven, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_SFDCACCOUNTID, "", "acc", "[7,8]", both, 2), 0);
+    assert_int_equal(put1(c, SOAP_KEY_SFDCLEADID, "", "lead8", "[8]", &eight, 1), 0);
+    assert_int_equal(put1(c, SOAP_KEY_IDNUM, "", "7", "[7]", &seven, 1), 0);
+
+    assert_int_equal(c->ops->invalidate(c, NULL, 0, &seven, 1), 0);
+    assert_miss(c, SOAP_KEY_EMAIL, "", "a@x.com");
+    assert_miss(c, SOAP_KEY_COOKIE, "Company", "ck-1");
+    assert_miss(c, SOAP_KEY_SFDCACCOUNTID, "", "acc");
+    assert_miss(c, SOAP_KEY_IDNUM, "", "7");
+    assert_hit(c, SOAP_KEY_SFDCLEADID, "", "lead8", "[8]");
+    assert_int_equal(rh_command_int(srv, "EXISTS t4:id:7"), 0);
+    assert_int_equal(rh_command_int(srv, "EXISTS t4:id:8"), 1);
+    c->ops->destroy(c);
+}
+
+/* The interleaving of a lookup in flight during a sync, in one process
+ * with two cache instances (two replicas' connections). */
+static void test_stale_write_race_two_instances(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *a = new_cache("t5:", 60, 30, NULL);
+    gw_cache *b = new_cache("t5:", 60, 30, NULL);
+    const char *v[1] = {"race@x.com"};
+    char *out = NULL;
+    uint64_t e = 0;
+    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_null(out);
+    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "race@x.com"};
+    assert_int_equal(b->ops->invalidate(b, &k, 1, NULL, 0), 0);
+    int64_t id = 9;
+    gw_cache_put p = {.value = "race@x.com", .json = "[\"old\"]", .ids = &id, .nids = 1};
+    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, SOAP_KEY_EMAIL, "", "race@x.com");
+    assert_miss(b, SOAP_KEY_EMAIL, "", "race@x.com");
+    assert_int_equal(rh_command_int(srv, "EXISTS t5:c:EMAIL:race@x.com"), 0);
+    assert_int_equal(rh_command_int(srv, "EXISTS t5:id:9"), 0);
+    /* Same instance too: an invalidation through a itself. */
+    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_int_equal(a->ops->invalidate(a, NULL, 0, &id, 1), 0);
+    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, SOAP_KEY_EMAIL, "", "race@x.com");
+    /* A fresh read then stores. */
+    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "race@x.com", "[\"new\"]", &id, 1), 0);
+    assert_hit(b, SOAP_KEY_EMAIL, "", "race@x.com", "[\"new\"]");
+    a->ops->destroy(a);
+    b->ops->destroy(b);
+}
+
+/* The same across two processes: the sync happens in a child process. */
+static void test_stale_write_race_two_processes(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *a = new_cache("t6:", 60, 30, NULL);
+    const char *v[1] = {"proc@x.com"};
+    char *out = NULL;
+    uint64_t e = 0;
+    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_null(out);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        gw_redis *r = rh_client(srv, "t6:", 300);
+        gw_cache *b = r ? gw_cache_redis_new(r, 60, 30) : NULL;
+        gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "proc@x.com"};
+        int rc = b ? b->ops->invalidate(b, &k, 1, NULL, 0) : -1;
+        _exit(rc == 0 ? 0 : 1);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+
+    gw_cache_put p = {.value = "proc@x.com", .json = "[\"old\"]", .ids = NULL, .nids = 0};
+    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, SOAP_KEY_EMAIL, "", "proc@x.com");
+    a->ops->destroy(a);
+}
+
+static void test_prefix_isolation(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *a = new_cache("iso-a:", 60, 30, NULL);
+    gw_cache *b = new_cache("iso-b:", 60, 30, NULL);
+    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "p@x.com", "[\"a\"]", NULL, 0), 0);
+    assert_miss(b, SOAP_KEY_EMAIL, "", "p@x.com");
+    uint64_t eb = 0;
+    assert_int_equal(b->ops->get_many(b, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
+    /* a's invalidation neither touches b's entries nor b's epoch. */
+    assert_int_equal(put1(b, SOAP_KEY_EMAIL, "", "p@x.com", "[\"b\"]", NULL, 0), 0);
+    assert_int_equal(b->ops->get_many(b, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
+    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "p@x.com"};
+    assert_int_equal(a->ops->invalidate(a, &k, 1, NULL, 0), 0);
+    assert_miss(a, SOAP_KEY_EMAIL, "", "p@x.com");
+    assert_hit(b, SOAP_KEY_EMAIL, "", "p@x.com", "[\"b\"]");
+    gw_cache_put p = {.value = "q@x.com", .json = "[\"b\"]", .ids = NULL, .nids = 0};
+    assert_int_equal(b->ops->put_many(b, SOAP_KEY_EMAIL, "", &p, 1, eb), 0);
+    a->ops->destroy(a);
+    b->ops->destroy(b);
+}
+
+/* Milliseconds one get_many / put_many / invalidate takes; asserts it failed. */
+static int64_t timed_failures(gw_cache *c)
+{
+    int64_t worst = 0;
+    const char *v[1] = {"down@x.com"};
+    char *out = (char *)"x";
+    uint64_t e = 0;
+    gw_cache_put p = {.value = "down@x.com", .json = "[]", .ids = NULL, .nids = 0};
+    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "down@x.com"};
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = rh_mono_ms();
+        assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+        assert_null(out);
+        int64_t t1 = rh_mono_ms();
+        assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", &p, 1, e), -1);
+        int64_t t2 = rh_mono_ms();
+        assert_int_equal(c->ops->invalidate(c, &k, 1, NULL, 0), -1);
+        int64_t t3 = rh_mono_ms();
+        int64_t d[3] = {t1 - t0, t2 - t1, t3 - t2};
+        for (int j = 0; j < 3; j++)
+            if (d[j] > worst)
+                worst = d[j];
+    }
+    return worst;
+}
+
+/* Polls until get_many works again; returns how long it took (ms) or -1. */
+static int64_t wait_reconnect(gw_cache *c, int64_t limit_ms)
+{
+    int64_t t0 = rh_mono_ms();
+    while (rh_mono_ms() - t0 < limit_ms) {
+        char *out = NULL;
+        uint64_t e;
+        const char *v[1] = {"probe@x.com"};
+        if (c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e) == 0) {
+            free(out);
+            return rh_mono_ms() - t0;
+        }
+        rh_sleep_ms(20);
+    }
+    return -1;
+}
+
+static void test_down_fails_fast_and_reconnects(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_redis *r = NULL;
+    gw_cache *c = new_cache("t8:", 60, 30, &r);
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "k@x.com", "[1]", NULL, 0), 0);
+    assert_true(gw_redis_is_up(r));
+
+    rh_kill(srv);
+    /* The first call finds the dead connection and starts the backoff. */
+    {
+        const char *v[1] = {"k@x.com"};
+        char *out = NULL;
+        uint64_t e;
+        assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+    }
+    assert_false(gw_redis_is_up(r));
+    int64_t worst = timed_failures(c);
+    print_message("# slowest call while Redis is down: %lld ms\n", (long long)worst);
+    assert_true(worst < 50);
+
+    size_t len = 0;
+    char *m = gw_metrics_render(&len);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "cache_redis_errors_total"));
+    assert_non_null(strstr(m, "redis_up 0"));
+    free(m);
+
+    assert_int_equal(rh_restart(srv), 0);
+    int64_t took = wait_reconnect(c, 7000);
+    print_message("# reconnected after %lld ms\n", (long long)took);
+    assert_true(took >= 0);
+    assert_true(gw_redis_is_up(r));
+    m = gw_metrics_render(&len);
+    assert_non_null(strstr(m, "redis_up 1"));
+    free(m);
+    /* The invalidations made while down were replayed: the cache works. */
+    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "k@x.com", "[2]", NULL, 0), 0);
+    assert_hit(c, SOAP_KEY_EMAIL, "", "k@x.com", "[2]");
+    c->ops->destroy(c);
+    gw_redis_unref(r);
+}
+
+/* A Redis that stops answering (but keeps its data) while a sync happens:
+ * the invalidation is kept and replayed before the replica trusts the
+ * cache again, so no replica serves the pre-sync entry afterwards. */
+static void test_invalidation_replayed_after_outage(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    gw_cache *a = new_cache("t9:", 60, 30, NULL);
+    gw_cache *b = new_cache("t9:", 60, 30, NULL);
+    int64_t id = 42;
+    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "s@x.com", "[\"before\"]", &id, 1), 0);
+    assert_hit(b, SOAP_KEY_EMAIL, "", "s@x.com", "[\"before\"]");
+
+    rh_pause(srv);
+    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "s@x.com"};
+    int64_t t0 = rh_mono_ms();
+    assert_int_equal(a->ops->invalidate(a, &k, 1, &id, 1), -1);
+    assert_true(rh_mono_ms() - t0 < 1000); /* bounded by the command timeout */
+    /* a keeps bypassing while the invalidation is pending. */
+    const char *v[1] = {"s@x.com"};
+    char *out = NULL;
+    uint64_t e;
+    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+    rh_resume(srv);
+
+    assert_true(wait_reconnect(a, 7000) >= 0);
+    /* The entry is gone for every replica, b included. */
+    assert_miss(b, SOAP_KEY_EMAIL, "", "s@x.com");
+    assert_miss(a, SOAP_KEY_EMAIL, "", "s@x.com");
+    a->ops->destroy(a);
+    b->ops->destroy(b);
+}
+
+static void test_factory(void **state)
+{
+    (void)state;
+    gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.timeout_ms = 1000;
+    cfg.cache_ttl_seconds = 300;
+    cfg.cache_negative_ttl_seconds = 30;
+    cfg.cache_max_entries = 1000;
+    cfg.rl_calls_per_window = 100;
+    cfg.rl_window_seconds = 20;
+    cfg.rl_max_concurrent = 10;
+    cfg.rl_daily_quota = 10000;
+    cfg.rl_fallback_share = 0.5;
+    cfg.redis_connect_timeout_ms = 500;
+    cfg.redis_command_timeout_ms = 500;
+    cfg.redis_key_prefix = (char *)"f:";
+    char err[256];
+    gw_cache *c = NULL;
+    gw_limiter *l = NULL;
+
+    cfg.redis_url = (char *)"";
+    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), 0);
+    assert_string_equal(c->ops->name, "local");
+    assert_string_equal(l->ops->name, "local");
+    c->ops->destroy(c);
+    l->ops->destroy(l);
+
+    cfg.redis_url = (char *)"redis://127.0.0.1:1/0";
+    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), 0);
+    assert_string_equal(c->ops->name, "redis");
+    assert_string_equal(l->ops->name, "redis");
+    c->ops->destroy(c);
+    l->ops->destroy(l);
+
+    cfg.redis_url = (char *)"redis://:hunter2@h:99999/0";
+    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), -1);
+    assert_null(c);
+    assert_null(l);
+    assert_null(strstr(err, "hunter2"));
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    gw_log_min_level = GW_LOG_ERROR;
+    srv = rh_start();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_hit_miss_partial, setup),
+        cmocka_unit_test_setup(test_ttl_and_negative_ttl, setup),
+        cmocka_unit_test_setup(test_invalidate_drops_every_variant, setup),
+        cmocka_unit_test_setup(test_invalidate_by_id, setup),
+        cmocka_unit_test_setup(test_stale_write_race_two_instances, setup),
+        cmocka_unit_test_setup(test_stale_write_race_two_processes, setup),
+        cmocka_unit_test_setup(test_prefix_isolation, setup),
+        cmocka_unit_test_setup(test_invalidation_replayed_after_outage, setup),
+        cmocka_unit_test_setup(test_down_fails_fast_and_reconnects, setup),
+        cmocka_unit_test(test_factory),
+    };
+    int rc = cmocka_run_group_tests_name("redis_cache", tests, NULL, NULL);
+    rh_stop(srv);
+    gw_metrics_reset();
+    return rc;
+}
