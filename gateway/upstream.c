@@ -118,8 +118,6 @@ struct gw_upstream {
     gw_counter *m_retries[NKINDS];           /* retried attempts by operation */
     gw_histogram *m_duration[NKINDS];        /* call duration, seconds */
     gw_histogram *m_queue_wait;              /* submit to first call start, seconds */
-    gw_gauge *m_waiting;                     /* jobs waiting */
-    gw_gauge *m_in_flight;                   /* calls in flight */
 };
 
 /* How one attempt ended, as finish_call() classifies it. */
@@ -197,35 +195,28 @@ static void metrics_register(gw_upstream *u)
             /* a call ends ok, fault, timeout, unreachable or bad_response */
             if (o != GW_OUT_RATE_LIMITED && o != GW_OUT_QUOTA && o != GW_OUT_SHUTDOWN)
                 u->m_calls[k][o] = gw_metrics_counter(
-                    "mktgw_upstream_calls_total", "SOAP calls made to Marketo, by outcome", labels);
+                    "upstream_calls_total", "SOAP calls made to Marketo, by outcome", labels);
             u->m_jobs[k][o] = gw_metrics_counter(
-                "mktgw_upstream_jobs_total", "Upstream jobs finished, by outcome", labels);
+                "upstream_jobs_total", "Upstream jobs finished, by outcome", labels);
         }
         snprintf(labels, sizeof labels, "operation=\"%s\"", kind_ops[k]);
-        u->m_retries[k] = gw_metrics_counter("mktgw_upstream_retries_total",
+        u->m_retries[k] = gw_metrics_counter("upstream_retries_total",
                                              "SOAP calls retried after a failed attempt", labels);
-        u->m_duration[k] = gw_metrics_histogram("mktgw_upstream_call_duration_seconds",
+        u->m_duration[k] = gw_metrics_histogram("upstream_call_duration_seconds",
                                                 "Duration of one SOAP call", labels,
                                                 gw_duration_buckets, gw_duration_buckets_n);
     }
-    u->m_queue_wait = gw_metrics_histogram("mktgw_upstream_queue_wait_seconds",
+    u->m_queue_wait = gw_metrics_histogram("upstream_queue_wait_seconds",
                                            "Wait from submit to the first SOAP call", NULL,
                                            gw_duration_buckets, gw_duration_buckets_n);
-    u->m_waiting = gw_metrics_gauge("mktgw_upstream_jobs_waiting",
-                                    "Upstream jobs waiting for an outbound slot", NULL);
-    u->m_in_flight = gw_metrics_gauge("mktgw_upstream_in_flight", "SOAP calls in flight", NULL);
+    /* jobs waiting and calls in flight are exported by ops.c from
+     * gw_upstream_queued() / gw_upstream_in_flight() */
 }
 
 static void metric_add(gw_counter *c)
 {
     if (c)
         gw_counter_add(c, 1);
-}
-
-static void gauge_add(gw_gauge *g, int64_t d)
-{
-    if (g)
-        gw_gauge_add(g, d);
 }
 
 static void observe(gw_histogram *h, double v)
@@ -261,7 +252,6 @@ static void waiting_unlink(gw_upstream *u, gw_job *job)
         u->wait_tail = job->q_prev;
     job->q_next = job->q_prev = NULL;
     atomic_fetch_sub(&u->queued, 1);
-    gauge_add(u->m_waiting, -1);
 }
 
 /* Puts a job back into the waiting list for a retry, in submit order so that
@@ -283,7 +273,6 @@ static void waiting_reinsert(gw_upstream *u, gw_job *job)
         at->q_prev = job;
     }
     atomic_fetch_add(&u->queued, 1);
-    gauge_add(u->m_waiting, 1);
 }
 
 /* Ends a job: sets its outcome and runs its callback. The job is not in any
@@ -424,7 +413,6 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     list_append(&u->inbox_head, &u->inbox_tail, job);
     atomic_fetch_add(&u->queued, 1);
     pthread_mutex_unlock(&u->mu);
-    gauge_add(u->m_waiting, 1);
     curl_multi_wakeup(u->multi);
 }
 
@@ -604,7 +592,6 @@ static void start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64_t
     u->active = c;
     u->nactive++;
     atomic_fetch_add(&u->in_flight, 1);
-    gauge_add(u->m_in_flight, 1);
     return;
 fail:
     u->lim->ops->release(u->lim, slot, wall_ms());
@@ -628,7 +615,6 @@ static void call_detach(gw_upstream *u, gw_call *c)
     c->next = c->prev = NULL;
     u->nactive--;
     atomic_fetch_sub(&u->in_flight, 1);
-    gauge_add(u->m_in_flight, -1);
 }
 
 /* Jittered exponential backoff for the nth failed attempt (n >= 1):
@@ -721,8 +707,9 @@ static attempt_result classify_fault(gw_upstream *u, gw_job *job)
     int code = job->fault.code;
     snprintf(job->detail, sizeof job->detail, "fault %d", code);
     if (code == MKTO_FAULT_QUOTA) {
+        /* stays a FAULT (the answer carries marketo_code); retry_after_s
+         * says when the quota resets */
         int64_t now_s = wall_ms() / 1000;
-        r.outcome = GW_OUT_QUOTA;
         job->retry_after_s = max64(1, gw_next_central_midnight(now_s) - now_s);
         return r;
     }
@@ -821,7 +808,7 @@ static void finish_call(gw_upstream *u, gw_call *c, CURLcode res)
 
     attempt_result r = res == CURLE_OK ? classify_http(u, c) : classify_transport(u, c, res);
     metric_add(u->m_calls[k][r.outcome]);
-    if (r.outcome != GW_OUT_FAULT && r.outcome != GW_OUT_QUOTA) {
+    if (r.outcome != GW_OUT_FAULT) {
         soap_fault_clear(&job->fault); /* a fault of an earlier attempt is stale now */
         memset(&job->fault, 0, sizeof job->fault);
     }
@@ -1094,7 +1081,6 @@ void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms)
                 gw_job *n = head->q_next;
                 head->q_next = head->q_prev = NULL;
                 atomic_fetch_sub(&u->queued, 1);
-                gauge_add(u->m_waiting, -1);
                 end_job_unqueued(u, head);
                 head = n;
             }
