@@ -31,6 +31,8 @@ ENC_KEY = "899756834129871744AAEE88DDCC77CDEEDEC1AAAD66"
 API_KEY = "test-key"
 SIM_LEADS = 2500
 START_TIMEOUT = 15.0
+# Lines a sanitizer build prints when it finds a bug or a leak.
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
 def _need(path):
@@ -213,10 +215,20 @@ class Gateway:
             return f.read().decode("utf-8", "replace")
 
     def stop(self, sig=signal.SIGTERM):
+        """Stops the process; returns what it wrote on stderr."""
         _stop(self.proc, sig)
         self.session.close()
         self.log.close()
+        text = self.log_text_closed()
         self.tmp.cleanup()
+        return text
+
+    def log_text_closed(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
 
 @pytest.fixture(scope="session")
@@ -256,11 +268,17 @@ def gateway_factory():
         started.append(g)
         return g
     yield make
+    reports = []
     for g in started:
-        if g.proc.poll() is None:
-            g.stop(signal.SIGKILL)
-        else:
-            g.stop()
+        # SIGTERM, so that a sanitizer build gets to print its leak report
+        text = g.stop(signal.SIGTERM)
+        for marker in SANITIZER_MARKERS:
+            if marker in text:
+                i = text.index(marker)
+                reports.append(text[max(0, i - 200):i + 3000])
+                break
+    if reports:
+        pytest.fail("sanitizer report from marketo-gateway:\n" + "\n----\n".join(reports))
 
 
 @pytest.fixture
