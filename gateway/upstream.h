@@ -43,6 +43,22 @@ typedef enum gw_outcome {
     GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run */
 } gw_outcome;
 
+/* How attempts end (gateway/upstream.c has the full table):
+ * - faults: 20016 retried at once with a fresh signature; 20023, 20024,
+ *   20011, 10001 retried after a jittered backoff (>= 1 s for 20023); any
+ *   other code ends FAULT at once. 20015 (daily quota) ends FAULT with
+ *   retry_after_s set to the next US-Central midnight; 20023/20024 leave a
+ *   retry_after_s too.
+ * - a non-SOAP 5xx/429 (an HTML error page) is retried (Retry-After
+ *   honoured) and ends BAD_RESPONSE "HTTP 503"; a non-SOAP 2xx/4xx ends
+ *   BAD_RESPONSE at once, as does a body over max_response_bytes and a
+ *   request the envelope builder refuses (detail "request: ...").
+ * - connect failures are retried for every kind and end UNREACHABLE; other
+ *   transport errors and per-call timeouts are retried for GET_MULTIPLE
+ *   only: a SYNC job whose request may have reached Marketo is never resent
+ *   and gets maybe_applied instead. Reaching deadline_ms ends TIMEOUT.
+ * Attempts are bounded by marketo.retry_max_attempts and by deadline_ms; when
+ * either runs out the job ends with its last attempt's outcome. */
 typedef struct gw_job gw_job;
 
 /* Called exactly once per job, on the engine thread, after the outcome and
