@@ -343,7 +343,7 @@ int main(int argc, char **argv)
     }
     sim_admin_init(st);
     d = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                             MHD_USE_POLL | MHD_USE_ERROR_LOG,
+                             MHD_USE_POLL,
                          0, NULL, NULL, handler, NULL,
                          MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                          MHD_OPTION_CONNECTION_LIMIT, (unsigned int)CONNECTION_LIMIT,

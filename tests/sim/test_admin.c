@@ -1,0 +1,353 @@
+/* tests/sim/test_admin.c - marketo-sim black box: /_sim/stats, /_sim/reset,
+ * /_sim/faults (fault codes, 503 pages, drops, truncation, skip/count,
+ * seeded reproducibility, latency) and the command line. */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+static simh S;
+
+static int setup(void **state)
+{
+    static const char *const extra[] = {"--leads", "50", "--calls-per-window", "0",
+                                        "--daily-quota", "0", NULL};
+    soap_init();
+    return simh_start(&S, extra);
+}
+
+static int teardown(void **state)
+{
+    int rc = simh_stop(&S);
+    soap_cleanup();
+    return rc == 0 ? 0 : -1;
+}
+
+/* Each test starts from the seed data, no rules, zero counters. */
+static int reset(void **state)
+{
+    return simh_admin(&S, "/_sim/reset", "") == 200 ? 0 : -1;
+}
+
+/* Wall clock in ms. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* getLead of lead 65835; returns the response (caller frees). */
+static int get_lead(simh_resp *r)
+{
+    return simh_soap(&S, simh_envelope("<ns1:paramsGetLead><leadKey><keyType>IDNUM</keyType>"
+                                       "<keyValue>65835</keyValue></leadKey></ns1:paramsGetLead>",
+                                       NULL, NULL, NULL), r);
+}
+
+/* getLead: 0 on success, else the fault code, -2 for another answer, -3
+ * when the connection gave no answer. */
+static int get_lead_code(void)
+{
+    simh_resp r;
+    int code;
+    if (get_lead(&r) != 0)
+        code = -3;
+    else if (r.status == 200)
+        code = 0;
+    else
+        code = simh_fault_code(&r) > 0 ? simh_fault_code(&r) : -2;
+    simh_resp_free(&r);
+    return code;
+}
+
+static void test_stats(void **state)
+{
+    int64_t t0 = now_ms();
+    assert_int_equal(get_lead_code(), 0);
+    assert_int_equal(get_lead_code(), 0);
+    soap_leads_result lr;
+    soap_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "none@none.test", &lr, &f), SOAP_ERR_FAULT);
+    soap_fault_clear(&f);
+    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
+    assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);
+    soap_leads_result_clear(&lr);
+    simh_resp r;
+    assert_int_equal(simh_post(&S, "/soap/mktows/2_3", "garbage", 7, &r), 0);
+    simh_resp_free(&r);
+    int64_t t1 = now_ms();
+    json_t *st = simh_stats(&S);
+    assert_non_null(st);
+    assert_int_equal(simh_stat(st, "getLead", "calls"), 3);
+    assert_int_equal(simh_stat(st, "getLead", "faults"), 1);
+    assert_int_equal(simh_stat(st, "getMultipleLeads", "calls"), 1);
+    assert_int_equal(simh_stat(st, "getMultipleLeads", "faults"), 0);
+    assert_int_equal(simh_stat(st, "syncMultipleLeads", "calls"), 0);
+    assert_int_equal(simh_stat(st, "unknown", "calls"), 1);
+    assert_int_equal(simh_stat(st, "unknown", "faults"), 1);
+    json_t *times = json_object_get(json_object_get(json_object_get(st, "operations"), "getLead"),
+                                    "times_ms");
+    assert_int_equal(json_array_size(times), 3);
+    int64_t prev = 0;
+    for (size_t i = 0; i < 3; i++) {
+        int64_t t = json_integer_value(json_array_get(times, i));
+        assert_true(t >= t0 - 5 && t <= t1 + 5);
+        assert_true(t >= prev);
+        prev = t;
+    }
+    assert_int_equal(json_integer_value(json_object_get(st, "leads")), 52);
+    assert_int_equal(json_integer_value(json_object_get(st, "in_flight")), 0);
+    assert_true(json_integer_value(json_object_get(st, "peak_concurrency")) >= 1);
+    json_decref(st);
+    /* reset clears them */
+    assert_int_equal(simh_admin(&S, "/_sim/reset", ""), 200);
+    st = simh_stats(&S);
+    assert_int_equal(simh_stat(st, "getLead", "calls"), 0);
+    assert_int_equal(json_array_size(json_object_get(json_object_get(json_object_get(st,
+                     "operations"), "getLead"), "times_ms")), 0);
+    assert_int_equal(json_integer_value(json_object_get(st, "peak_concurrency")), 0);
+    json_decref(st);
+}
+
+static void test_fault_code_rule(void **state)
+{
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"fault_code\": 20023, "
+                                "\"error_rate\": 1.0}"), 200);
+    assert_int_equal(get_lead_code(), 20023);
+    assert_int_equal(get_lead_code(), 20023);
+    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
+    soap_leads_result lr;
+    soap_fault f = {0};
+    assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);  /* other op untouched */
+    soap_leads_result_clear(&lr);
+    json_t *st = simh_stats(&S);
+    assert_int_equal(simh_stat(st, "getLead", "faults"), 2);
+    json_decref(st);
+    /* a "*" rule applies where no own rule exists; the own rule wins */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"*\", \"fault_code\": 10001}"), 200);
+    assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_ERR_FAULT);
+    assert_int_equal(f.code, 10001);
+    assert_string_equal(f.faultcode, "SOAP-ENV:Server");
+    soap_fault_clear(&f);
+    assert_int_equal(get_lead_code(), 20023);
+    /* replaced, then cleared */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"fault_code\": 20024}"), 200);
+    assert_int_equal(get_lead_code(), 20024);
+    assert_int_equal(simh_admin(&S, "/_sim/faults", "{\"operation\": \"*\", \"clear\": true}"), 200);
+    assert_int_equal(get_lead_code(), 0);
+    assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);
+    soap_leads_result_clear(&lr);
+}
+
+static void test_http_503_drop_truncate(void **state)
+{
+    simh_resp r;
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"http_503\": true}"), 200);
+    assert_int_equal(get_lead(&r), 0);
+    assert_int_equal(r.status, 503);
+    assert_non_null(strstr(r.ctype, "text/html"));
+    assert_non_null(strstr(r.body, "503"));
+    simh_resp_free(&r);
+    /* a normal answer, for its length */
+    assert_int_equal(simh_admin(&S, "/_sim/faults", "{\"operation\": \"*\", \"clear\": true}"), 200);
+    assert_int_equal(get_lead(&r), 0);
+    size_t full = r.len;
+    simh_resp_free(&r);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"truncate_rate\": 1}"), 200);
+    assert_int_equal(get_lead(&r), 0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, full / 2);
+    soap_leads_result lr;
+    soap_fault f = {0};
+    assert_int_equal(soap_parse_get_lead(r.body, r.len, 0, &lr, &f, NULL), SOAP_ERR_PARSE);
+    simh_resp_free(&r);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"drop_rate\": 1.0}"), 200);
+    assert_int_equal(get_lead(&r), -1);
+    assert_int_not_equal(r.curl_rc, 0);
+    simh_resp_free(&r);
+    json_t *st = simh_stats(&S);
+    assert_int_equal(simh_stat(st, "getLead", "calls"), 4);
+    assert_int_equal(simh_stat(st, "getLead", "faults"), 3);
+    assert_int_equal(json_integer_value(json_object_get(st, "in_flight")), 0);
+    json_decref(st);
+}
+
+static void test_skip_count(void **state)
+{
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"*\", \"fault_code\": 20011, \"skip\": 2, "
+                                "\"count\": 3}"), 200);
+    static const int want[] = {0, 0, 20011, 20011, 20011, 0, 0};
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        assert_int_equal(get_lead_code(), want[i]);
+    /* count null = every call */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"fault_code\": 20016, "
+                                "\"count\": null}"), 200);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get_lead_code(), 20016);
+}
+
+/* 24 calls under a 50% rule with seed; pattern as a bit string. */
+static void pattern(int seed, char out[25])
+{
+    char rule[160];
+    snprintf(rule, sizeof(rule),
+             "{\"operation\": \"getLead\", \"error_rate\": 0.5, \"fault_code\": 20011, "
+             "\"seed\": %d}", seed);
+    assert_int_equal(simh_admin(&S, "/_sim/faults", rule), 200);
+    for (int i = 0; i < 24; i++)
+        out[i] = get_lead_code() == 0 ? '.' : 'F';
+    out[24] = '\0';
+}
+
+static void test_reproducible(void **state)
+{
+    char a[25], b[25], c[25];
+    pattern(42, a);
+    pattern(42, b);
+    pattern(7, c);
+    assert_string_equal(a, b);
+    assert_non_null(strchr(a, 'F'));
+    assert_non_null(strchr(a, '.'));
+    assert_string_not_equal(a, c);
+}
+
+static void test_latency(void **state)
+{
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"latency_ms\": 300, "
+                                "\"jitter_ms\": 50}"), 200);
+    int64_t t0 = now_ms();
+    assert_int_equal(get_lead_code(), 0);
+    int64_t dt = now_ms() - t0;
+    assert_true(dt >= 300 && dt < 2000);
+}
+
+static void test_reset_restores_data(void **state)
+{
+    soap_lead l = {.email = (char *)"temp@example.com"};
+    soap_sync_result r;
+    soap_fault f = {0};
+    assert_int_equal(simh_sync(&S, &l, 1, true, &r, &f), SOAP_OK);
+    assert_int_equal(r.statuses[0].state, SOAP_SYNC_CREATED);
+    soap_sync_result_clear(&r);
+    soap_attr a = {.name = (char *)"Company", .value = (char *)"Changed"};
+    soap_lead joe = {.has_id = true, .id = 67508, .attrs = &a, .nattrs = 1};
+    assert_int_equal(simh_sync(&S, &joe, 1, true, &r, &f), SOAP_OK);
+    soap_sync_result_clear(&r);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getMultipleLeads\", \"fault_code\": 20011}"), 200);
+    json_t *st = simh_stats(&S);
+    assert_int_equal(json_integer_value(json_object_get(st, "leads")), 53);
+    json_decref(st);
+    assert_int_equal(simh_admin(&S, "/_sim/reset", ""), 200);
+    soap_leads_result lr;
+    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "temp@example.com", &lr, &f), SOAP_ERR_FAULT);
+    assert_int_equal(f.code, 20103);
+    soap_fault_clear(&f);
+    assert_int_equal(simh_get_lead(&S, SOAP_KEY_IDNUM, "67508", &lr, &f), SOAP_OK);
+    assert_string_equal(simh_attr(&lr.leads[0], "Company"), "Marketo");
+    soap_leads_result_clear(&lr);
+    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
+    assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);  /* rule gone */
+    soap_leads_result_clear(&lr);
+    st = simh_stats(&S);
+    assert_int_equal(json_integer_value(json_object_get(st, "leads")), 52);
+    json_decref(st);
+}
+
+static void test_admin_errors(void **state)
+{
+    assert_int_equal(simh_admin(&S, "/_sim/faults", "{not json"), 400);
+    assert_int_equal(simh_admin(&S, "/_sim/faults", "{\"operation\": \"getLeadActivity\"}"), 400);
+    assert_int_equal(simh_admin(&S, "/_sim/faults", "{\"fault_code\": 20011}"), 400);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"error_rate\": 2}"), 400);
+    assert_int_equal(simh_admin(&S, "/_sim/nothing", "{}"), 404);
+    simh_resp r;
+    assert_int_equal(simh_get(&S, "/_sim/reset", &r), 0);
+    assert_int_equal(r.status, 405);
+    simh_resp_free(&r);
+}
+
+/* Runs the sim binary with args, stdout/stderr to /dev/null; exit status. */
+static int run_sim(const char *const *args)
+{
+    const char *bin = getenv("SIM_BIN");
+    const char *argv[16] = {bin};
+    int n = 1;
+    for (; args[n - 1] != NULL && n < 15; n++)
+        argv[n] = args[n - 1];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_command_line(void **state)
+{
+    static const char *const help[] = {"--help", NULL};
+    static const char *const missing[] = {"--listen", "127.0.0.1:0", NULL};
+    static const char *const badnum[] = {"--listen", "127.0.0.1:0", "--user-id", "u",
+                                         "--encryption-key", "k", "--leads", "x", NULL};
+    static const char *const badlisten[] = {"--listen", "nowhere", "--user-id", "u",
+                                            "--encryption-key", "k", NULL};
+    assert_int_equal(run_sim(help), 0);
+    assert_int_equal(run_sim(missing), 2);
+    assert_int_equal(run_sim(badnum), 2);
+    assert_int_equal(run_sim(badlisten), 2);
+    /* 10,000 leads are ready fast (start to port line) */
+    static const char *const big[] = {"--leads", "10000", NULL};
+    simh s;
+    int64_t t0 = now_ms();
+    assert_int_equal(simh_start(&s, big), 0);
+    int64_t dt = now_ms() - t0;
+    json_t *st = simh_stats(&s);
+    assert_int_equal(json_integer_value(json_object_get(st, "leads")), 10002);
+    json_decref(st);
+    assert_int_equal(simh_stop(&s), 0);
+    assert_true(dt < 3000);  /* generous for sanitizer builds */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_stats, reset),
+        cmocka_unit_test_setup(test_fault_code_rule, reset),
+        cmocka_unit_test_setup(test_http_503_drop_truncate, reset),
+        cmocka_unit_test_setup(test_skip_count, reset),
+        cmocka_unit_test_setup(test_reproducible, reset),
+        cmocka_unit_test_setup(test_latency, reset),
+        cmocka_unit_test_setup(test_reset_restores_data, reset),
+        cmocka_unit_test_setup(test_admin_errors, reset),
+        cmocka_unit_test(test_command_line),
+    };
+    return cmocka_run_group_tests_name("sim_admin", tests, setup, teardown);
+}
