@@ -1,0 +1,230 @@
+"""Several gateway replicas sharing one Redis: one cache, one outbound budget,
+and what happens when Redis fails.
+
+Run: REDIS_SERVER=/usr/bin/redis-server GATEWAY_BIN=... SIM_BIN=... \
+     /usr/bin/python3 -m pytest tests/redis_e2e
+"""
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+LOOKUP_OP = "getMultipleLeads"
+
+
+def company(resp):
+    leads = resp.json()["leads"]
+    assert len(leads) == 1, resp.text
+    return leads[0]["attributes"].get("Company")
+
+
+def max_in_window(times, window_ms):
+    """Most arrivals in any rolling window (t - window, t]."""
+    worst, lo = 0, 0
+    for hi, t in enumerate(times):
+        while times[lo] <= t - window_ms:
+            lo += 1
+        worst = max(worst, hi - lo + 1)
+    return worst
+
+
+def test_cache_shared_and_invalidated_across_replicas(gateways, sim):
+    a, b = gateways(2)
+    r = a.lookup("lead5@example.com")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Cache") == "MISS"
+    old_company = company(r)
+    calls = sim.calls(LOOKUP_OP)
+    assert calls >= 1
+
+    r = b.lookup("lead5@example.com")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Cache") == "HIT"
+    assert company(r) == old_company
+    assert sim.calls(LOOKUP_OP) == calls  # served from Redis, no new SOAP call
+
+    s = b.sync([{"email": "lead5@example.com", "attributes": {"Company": "NewCo"}}])
+    assert s.status_code == 200, s.text
+    assert s.json()["results"][0]["status"] in ("UPDATED", "CREATED")
+
+    r = a.lookup("lead5@example.com")
+    assert r.status_code == 200, r.text
+    assert r.headers.get("X-Cache") == "MISS"
+    assert company(r) == "NewCo"
+    assert sim.calls(LOOKUP_OP) == calls + 1
+    # And the fresh answer is shared again.
+    r = b.lookup("lead5@example.com")
+    assert r.headers.get("X-Cache") == "HIT"
+    assert company(r) == "NewCo"
+
+
+def test_rolling_window_shared_by_three_replicas(gateways, sim):
+    window_ms, per_window, run_s = 4000, 20, 12.0
+    gws = gateways(3, {"ratelimit.calls_per_window": per_window,
+                       "ratelimit.window_seconds": window_ms // 1000,
+                       "ratelimit.max_concurrent": 10,
+                       "ratelimit.queue_timeout_ms": 20000})
+    counter = iter(range(100, 100000))
+    lock = threading.Lock()
+    statuses = []
+    t0 = time.time()
+    deadline = time.monotonic() + run_s
+
+    def client(g):
+        while time.monotonic() < deadline:
+            with lock:
+                i = next(counter)
+            r = g.lookup("lead%d@example.com" % i, timeout=60)
+            with lock:
+                statuses.append(r.status_code)
+
+    with ThreadPoolExecutor(max_workers=9) as ex:
+        list(ex.map(client, [g for g in gws for _ in range(3)]))
+
+    times = sim.times(LOOKUP_OP)
+    assert all(s in (200, 429) for s in statuses), statuses
+    worst = max_in_window(times, window_ms)
+    start_ms = t0 * 1000
+    in_run = [t for t in times if start_ms <= t <= start_ms + run_s * 1000]
+    budget = per_window * run_s * 1000 / window_ms
+    print("calls %d (in the %.0f s run %d, budget %d), busiest %d ms window: %d"
+          % (len(times), run_s, len(in_run), budget, window_ms, worst))
+    assert worst <= per_window
+    assert len(in_run) >= 0.9 * budget
+    # All three replicas took part in spending the one budget.
+    assert statuses.count(200) >= len(times) - 1
+
+
+def test_concurrency_shared_and_dead_replica_leases_expire(gateways, sim):
+    # A lease lives marketo.timeout_ms + 2 s = 3.5 s here.
+    gws = gateways(3, {"ratelimit.max_concurrent": 2,
+                       "ratelimit.queue_timeout_ms": 20000,
+                       "marketo.timeout_ms": 1500,
+                       "marketo.retry_max_attempts": 1})
+    sim.faults({"operation": "*", "latency_ms": 500})
+    emails = ["lead%d@example.com" % i for i in range(200, 212)]
+    with ThreadPoolExecutor(max_workers=12) as ex:
+        rs = list(ex.map(lambda p: gws[p[0] % 3].lookup(p[1]), enumerate(emails)))
+    assert all(r.status_code == 200 for r in rs), [r.status_code for r in rs]
+    assert sim.stats()["peak_concurrency"] == 2
+
+    # Replica 0 dies holding both slots.
+    sim.reset()
+    sim.faults({"operation": "*", "latency_ms": 1000})
+    dying = [threading.Thread(target=lambda e=e: _ignore(gws[0].lookup, e))
+             for e in ("lead300@example.com", "lead301@example.com")]
+    for t in dying:
+        t.start()
+    deadline = time.monotonic() + 5
+    while sim.stats()["in_flight"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.stats()["in_flight"] == 2
+    t_kill = time.monotonic()
+    gws[0].kill()
+    sim.faults({"operation": "*", "latency_ms": 0})
+    r = gws[1].lookup("lead302@example.com")
+    waited = time.monotonic() - t_kill
+    for t in dying:
+        t.join()
+    print("slot back %.2f s after the kill (lease 3.5 s)" % waited)
+    assert r.status_code == 200, r.text
+    # Not before the dead replica's leases ran out, and not much after.
+    assert 2.0 <= waited <= 6.0
+
+
+def _ignore(fn, *args):
+    try:
+        fn(*args)
+    except Exception:
+        pass
+
+
+def test_redis_outage_bypass_fallback_and_recovery(gateways, sim, redis):
+    # Room at the sim and in each replica's fallback share for the whole load.
+    sim.limits({"calls_per_window": 100000, "max_concurrent": 1000, "daily_quota": 100000000})
+    gws = gateways(2, {"ratelimit.calls_per_window": 30000, "ratelimit.window_seconds": 20,
+                       "ratelimit.max_concurrent": 30, "ratelimit.daily_quota": 10000000,
+                       "redis.command_timeout_ms": 200, "redis.connect_timeout_ms": 200})
+    emails = ["lead%d@example.com" % i for i in range(400, 430)]
+    for e in emails[:10]:
+        assert gws[0].lookup(e).status_code == 200
+    assert gws[1].lookup(emails[0]).headers.get("X-Cache") == "HIT"
+
+    stop = threading.Event()
+    seen = []
+    lock = threading.Lock()
+
+    def client(g, k):
+        i = k
+        while not stop.is_set():
+            r = g.lookup(emails[i % len(emails)], timeout=30)
+            with lock:
+                seen.append((time.monotonic(), r.status_code, r.headers.get("X-Cache")))
+            i += 3
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=client, args=(g, k)) for g in gws for k in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    t_kill = time.monotonic()
+    redis.kill()
+    time.sleep(2.5)
+    stop.set()
+    for t in threads:
+        t.join()
+
+    assert all(code < 500 for _, code, _ in seen), [c for _, c, _ in seen if c >= 500]
+    after = [(code, xc) for t, code, xc in seen if t > t_kill + 0.5]
+    assert after, "no request finished during the outage"
+    assert all(code == 200 for code, _ in after)
+    assert any(xc == "BYPASS" for _, xc in after)
+    assert sum(g.metric("limiter_fallback_total") for g in gws) >= 1
+    assert any(g.metric("redis_up") == 0 for g in gws)
+
+    redis.restart()
+    # Without restarting the gateways the cache comes back: a miss, then a hit.
+    deadline = time.monotonic() + 10
+    hit = False
+    while time.monotonic() < deadline and not hit:
+        r = gws[0].lookup("lead450@example.com")
+        assert r.status_code == 200
+        hit = r.headers.get("X-Cache") == "HIT"
+        time.sleep(0.2)
+    assert hit
+    assert gws[0].metric("redis_up") == 1
+
+
+def test_lookup_in_flight_during_sync_never_caches_stale(gateways, sim):
+    a, b = gateways(2)
+    email = "lead777@example.com"
+    before = company(a.lookup(email))
+    # Drops the entry, so that the next lookup on a goes to the sim.
+    s = b.sync([{"email": email, "attributes": {"Company": "First"}}])
+    assert s.status_code == 200, s.text
+    sim.faults({"operation": LOOKUP_OP, "latency_ms": 1500})
+
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=a.lookup(email)))
+    t.start()
+    deadline = time.monotonic() + 5
+    while sim.stats().get("in_flight", 0) < 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.stats()["in_flight"] >= 1
+    s = b.sync([{"email": email, "attributes": {"Company": "RaceCo"}}])
+    assert s.status_code == 200, s.text
+    t.join()
+    sim.clear_faults()
+    in_flight = box["r"]
+    assert in_flight.status_code == 200
+    print("before %r, in-flight lookup saw %r" % (before, company(in_flight)))
+
+    # The in-flight lookup read the cache before the sync: whatever it got
+    # (this sim answers after its latency, so it may already see the sync),
+    # its write-back carries the pre-sync epoch and is refused.
+    r = a.lookup(email)
+    assert r.status_code == 200
+    assert r.headers.get("X-Cache") == "MISS"
+    assert company(r) == "RaceCo"
+    r = b.lookup(email)
+    assert r.headers.get("X-Cache") == "HIT"
+    assert company(r) == "RaceCo"
