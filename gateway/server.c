@@ -777,6 +777,13 @@ static void dispatch(gw_req *r)
         reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
         return;
     }
+    for (const char *p = r->url; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            reply_problem_typed(r, 400, "invalid-request", "Invalid path",
+                                "the path holds a control character", NULL);
+            return;
+        }
+    }
     if (!r->path_known) {
         reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
         return;
@@ -1044,6 +1051,21 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     atomic_fetch_sub(&s->active, 1);
 }
 
+/* libmicrohttpd's unescape callback, for the path and every query name and
+ * value: standard %-decoding, except that a decoded NUL becomes 0x01. A NUL
+ * would silently cut the C string short ("a%00b@x.com" read as "a"); a
+ * control character is refused by the query parser and the path check. */
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    size_t n = MHD_http_unescape(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] == '\0')
+            s[i] = '\x01';
+    return n;
+}
+
 /* libmicrohttpd's error log, into ours. */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -1195,6 +1217,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY_LIMIT,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                                 MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
                                  MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on gateway.listen %s (address in use or not allowed?)",
