@@ -238,13 +238,13 @@ static int parse_args(int argc, char **argv, opts *o)
         {NULL, 0, NULL, 0},
     };
     long long v;
-    int ch;
+    int ch, li = -1;
     memset(o, 0, sizeof(*o));
     o->leads = 1000;
     o->seed = 1;
     o->limits = (sim_limit_cfg){.calls_per_window = 100, .window_seconds = 20,
                                 .max_concurrent = 10, .daily_quota = 10000};
-    while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "", longopts, &li)) != -1) {
         int bad = 0;
         switch (ch) {
         case 'l': o->listen = optarg; break;
@@ -276,7 +276,8 @@ static int parse_args(int argc, char **argv, opts *o)
         default: usage(stderr); return -1;
         }
         if (bad) {
-            fprintf(stderr, "marketo-sim: bad value for --%s\n", longopts[optind > 0 ? 0 : 0].name);
+            fprintf(stderr, "marketo-sim: bad value for --%s\n",
+                    li >= 0 ? longopts[li].name : "option");
             usage(stderr);
             return -1;
         }
