@@ -220,6 +220,10 @@ gw_redis *gw_redis_new(const gw_redis_opts *o)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     r->rng = (unsigned)(ts.tv_nsec ^ (uintptr_t)r);
+    /* Exported from the start: 0 until the first command gets an answer. */
+    gw_gauge *up = gw_metrics_gauge("redis_up", "1 when Redis answers, 0 when it does not", NULL);
+    if (atomic_load(&r->health) != HEALTH_UP)
+        gw_gauge_set(up, 0);
     return r;
 }
 
