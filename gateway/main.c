@@ -2,7 +2,8 @@
  * and an orderly shutdown.
  *
  * Start-up: settings (config/cli.h), libxml2, the log level, then gw_app
- * (API keys, cursor key, limiter, cache, upstream engine), then the HTTP
+ * (API keys, cursor key, limiter and cache from gw_backends_create: in
+ * process, or Redis when redis.url is set; upstream engine), then the HTTP
  * daemon. SIGTERM and SIGINT are blocked in every thread before the first
  * one is created and taken synchronously with sigwait() here, so no signal
  * handler runs anywhere.
@@ -29,6 +30,7 @@
 #include "gateway/app.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
+#include "gateway/redis.h"
 #include "gateway/server.h"
 #include "soap/soap.h"
 
@@ -110,28 +112,13 @@ static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen
     app->qlimits.max_page_size = (int)cfg->max_page_size;
     app->qlimits.default_page_size = (int)cfg->default_page_size;
 
+    /* In-process cache and limiter, or (redis.url set) the Redis cache and
+     * the Redis limiter with an in-process share as its fallback. */
+    if (gw_backends_create(cfg, &app->cache, &app->limiter, err, errlen) < 0)
+        return -1;
     if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0')
-        GW_LOG(GW_LOG_WARN, NULL,
-               "redis.url is set but the Redis backend is not built yet: using the in-process "
-               "cache and rate limiter (limits are per replica)");
-
-    gw_limit_params lp = {
-        .calls_per_window = cfg->rl_calls_per_window,
-        .window_ms = cfg->rl_window_seconds * 1000,
-        .max_concurrent = cfg->rl_max_concurrent,
-        .daily_quota = cfg->rl_daily_quota,
-    };
-    app->limiter = gw_limiter_local_new(&lp);
-    if (app->limiter == NULL) {
-        snprintf(err, errlen, "rate limiter: bad [ratelimit] settings");
-        return -1;
-    }
-    app->cache = gw_cache_local_new(cfg->cache_max_entries, cfg->cache_ttl_seconds,
-                                    cfg->cache_negative_ttl_seconds);
-    if (app->cache == NULL) {
-        snprintf(err, errlen, "cache: bad [cache] settings");
-        return -1;
-    }
+        GW_LOG(GW_LOG_INFO, json_pack("{s:s}", "backend", "redis"),
+               "cache and rate limiter shared through Redis");
     if (app->upstream_configured) {
         app->upstream = gw_upstream_new(cfg, app->limiter, err, errlen);
         if (app->upstream == NULL)
