@@ -291,6 +291,24 @@ def test_listening_line_and_log(gw):
     assert listening and listening[0]["port"] == gw.port
 
 
+def _ipv6_loopback():
+    try:
+        s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback here")
+def test_ipv6_listen(start):
+    g = start({"gateway.listen": "[::1]:0"})
+    assert g.host == "[::1]"
+    r = requests.get("http://[::1]:%d/healthz" % g.port, timeout=10)
+    assert r.status_code == 200
+
+
 # -------------------------------------------------------------- ops routes
 
 def test_healthz(gw):
