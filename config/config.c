@@ -99,6 +99,7 @@ static const key_def keys[] = {
     K_INT("gateway", "idle_timeout_s", idle_timeout_s, "30", 1, 3600),
     K_INT("gateway", "drain_timeout_ms", drain_timeout_ms, "20000", 0, 600000),
     K_INT("gateway", "request_timeout_ms", request_timeout_ms, "60000", 100, 3600000),
+    K_INT("gateway", "coalesce_window_ms", coalesce_window_ms, "0", 0, 1000),
     K_STR("gateway", "log_level", log_level, "info", check_log_level,
           "must be one of debug, info, warn, error"),
 

@@ -40,6 +40,7 @@ typedef struct gw_config {
     int64_t idle_timeout_s;       /* per-connection idle timeout (30) */
     int64_t drain_timeout_ms;     /* shutdown: longest wait for in-flight work (20000) */
     int64_t request_timeout_ms;   /* a whole request's deadline, all SOAP calls (60000) */
+    int64_t coalesce_window_ms;   /* a key lookup waits this long for others to merge with (0) */
     char *log_level;              /* debug|info|warn|error (info) */
 
     /* [auth] */

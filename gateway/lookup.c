@@ -211,34 +211,6 @@ static int append_unique(json_t *out, json_t *leads, int64_t **seen, size_t *nse
  * Key lookups
  * ====================================================================== */
 
-/* Whether lead l carries key value key of type t (key normalised). */
-static bool lead_matches_key(const soap_lead *l, soap_key_type t, const char *key)
-{
-    if (t == SOAP_KEY_IDNUM) {
-        if (!l->has_id)
-            return false;
-        errno = 0;
-        char *end = NULL;
-        long long v = strtoll(key, &end, 10);
-        if (errno != 0 || end == key || *end != '\0')
-            return false;
-        return (int64_t)v == l->id;
-    }
-    if (t == SOAP_KEY_EMAIL)
-        return l->email && strcasecmp(l->email, key) == 0;
-    const char *an = soap_key_type_attr(t);
-    if (!an)
-        return false;
-    for (size_t i = 0; i < l->nattrs; i++) {
-        if (strcmp(l->attrs[i].name, an) != 0 || !l->attrs[i].value)
-            continue;
-        if (t == SOAP_KEY_LEADOWNEREMAIL)
-            return strcasecmp(l->attrs[i].value, key) == 0;
-        return strcmp(l->attrs[i].value, key) == 0;
-    }
-    return false;
-}
-
 /* The JSON object of lead l as the client asked for it (the mapping
  * attribute removed when only added for matching). NULL on no memory. */
 static json_t *lead_json(const lk_state *st, const soap_lead *l)
@@ -264,7 +236,7 @@ static int file_chunk_leads(lk_state *st, lk_chunk *c, const soap_leads_result *
             return -1;
         bool matched = false;
         for (size_t k = 0; k < c->n; k++) {
-            if (!lead_matches_key(l, st->sel.key_type, c->keys[k]))
+            if (!gw_lead_matches_key(l, st->sel.key_type, c->keys[k]))
                 continue;
             size_t ki = st->miss[c->first + k];
             if (json_array_append(st->got[ki], o) != 0) {

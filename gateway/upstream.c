@@ -9,9 +9,12 @@
  * into done / retry-later / give-up. Every job leaves through end_job(), which
  * calls its done callback exactly once and never under a lock.
  *
- * Merging (a later change): the waiting list is walked in order and
- * start_call() is the only place where a job becomes a call, so folding
- * waiting key lookups of one key type and field set into one call goes there.
+ * Coalescing (see upstream.h): start_call() is the only place where jobs
+ * become a call; it folds compatible waiting key jobs into the call it
+ * starts (merge_waiting). scan_waiting() lets a waiting key job ride on a
+ * call in flight that already asks for all its keys (try_attach).
+ * finish_call() hands the answer to every member (distribute_ok /
+ * distribute_failure); each member then ends or retries on its own.
  */
 #include "gateway/upstream.h"
 
@@ -23,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "gateway/log.h"
@@ -52,7 +56,18 @@
 /* One call on the wire (or idle in the pool): an easy handle and its buffers. */
 typedef struct gw_call {
     CURL *easy;                    /* reused handle; its connection lives in the multi's cache */
-    gw_job *job;                   /* the job this call serves (NULL when idle) */
+    gw_job *job;                   /* the job that started the call (NULL when idle); its
+                                    * fields receive the parsed answer first */
+    gw_job **members;              /* every job the call serves, job first (owned array) */
+    size_t nmembers;               /* entries in members */
+    size_t capmembers;             /* allocated entries of members */
+    soap_get_multiple get;         /* GET_MULTIPLE: what goes on the wire (keys -> keys below) */
+    const char *keys[SOAP_MAX_KEYS_PER_CALL]; /* key calls: distinct keys of all members
+                                    * (strings borrowed from the members' jobs) */
+    size_t nkeys;                  /* entries in keys; 0: not a key call built from the union */
+    bool shareable;                /* later key jobs may ride on this call */
+    bool attributable;             /* leads of this call can be matched back to keys */
+    int64_t ends_ms;               /* monotonic: the call's own timeout */
     gw_slot slot;                  /* limiter slot held while in flight */
     char *req;                     /* envelope sent (owned; freed when the call ends) */
     size_t reqlen;                 /* its length */
@@ -118,6 +133,11 @@ struct gw_upstream {
     gw_counter *m_retries[NKINDS];           /* retried attempts by operation */
     gw_histogram *m_duration[NKINDS];        /* call duration, seconds */
     gw_histogram *m_queue_wait;              /* submit to first call start, seconds */
+    gw_counter *m_coalesced;                 /* jobs served by a call they did not start */
+    gw_histogram *m_keys_per_call;           /* distinct keys per getMultipleLeads key call */
+
+    int64_t gather_ms;             /* gateway.coalesce_window_ms */
+    uint64_t call_gen;             /* bumped at each call start (single-flight rescans) */
 };
 
 /* How one attempt ended, as finish_call() classifies it. */
@@ -209,6 +229,13 @@ static void metrics_register(gw_upstream *u)
     u->m_queue_wait = gw_metrics_histogram("upstream_queue_wait_seconds",
                                            "Wait from submit to the first SOAP call", NULL,
                                            gw_duration_buckets, gw_duration_buckets_n);
+    static const double key_buckets[] = {1, 2, 5, 10, 20, 50, 100};
+    u->m_coalesced = gw_metrics_counter("upstream_coalesced_jobs_total",
+                                        "Lookup jobs served by a SOAP call they did not start",
+                                        NULL);
+    u->m_keys_per_call = gw_metrics_histogram(
+        "upstream_keys_per_call", "Distinct keys per getMultipleLeads key call", NULL,
+        key_buckets, sizeof key_buckets / sizeof key_buckets[0]);
     /* jobs waiting and calls in flight are exported by ops.c from
      * gw_upstream_queued() / gw_upstream_in_flight() */
 }
@@ -310,6 +337,7 @@ static void call_destroy(gw_call *c)
         curl_easy_cleanup(c->easy);
     free(c->req);
     free(c->body);
+    free(c->members);
     free(c);
 }
 
@@ -359,6 +387,7 @@ gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, s
     u->rl_window_s = cfg->rl_window_seconds > 0 ? cfg->rl_window_seconds : 20;
     u->max_calls = (long)max64(UP_MIN_HOST_CONNS, cfg->rl_max_concurrent + 4);
     u->last_hint_ms = 1000;
+    u->gather_ms = cfg->coalesce_window_ms > 0 ? min64(cfg->coalesce_window_ms, 1000) : 0;
     u->rng = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)u << 16) ^ 0x9e3779b97f4a7c15ull;
     if (!u->endpoint || !u->user_id || !u->encryption_key) {
         snprintf(err, errlen, "upstream: out of memory");
@@ -403,6 +432,9 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     job->not_before_ms = 0;
     job->enqueued_ms = gw_now_ms();
     job->last_outcome = GW_OUT_UNREACHABLE;
+    job->solo = false;
+    job->coalesced = false;
+    job->attach_gen = 0;
 
     pthread_mutex_lock(&u->mu);
     if (u->exited) {
@@ -473,6 +505,12 @@ static gw_call *call_get(gw_upstream *u)
     }
     c->next = c->prev = NULL;
     c->job = NULL;
+    c->nmembers = 0;
+    memset(&c->get, 0, sizeof c->get);
+    c->nkeys = 0;
+    c->shareable = false;
+    c->attributable = false;
+    c->ends_ms = 0;
     c->len = 0;
     c->too_large = false;
     c->deadline_capped = false;
@@ -488,6 +526,8 @@ static void call_put(gw_upstream *u, gw_call *c)
     c->req = NULL;
     c->reqlen = 0;
     c->job = NULL;
+    c->nmembers = 0;
+    c->nkeys = 0;
     c->len = 0;
     if (c->cap > UP_BODY_KEEP) {
         free(c->body);
@@ -505,9 +545,10 @@ static void call_put(gw_upstream *u, gw_call *c)
 
 /* Builds a fresh envelope for the job (new timestamp and signature).
  * Returns SOAP_OK or a soap_status with err filled. */
-static int build_envelope(gw_upstream *u, const gw_job *job, char **out, size_t *outlen,
+static int build_envelope(gw_upstream *u, const gw_call *c, char **out, size_t *outlen,
                           soap_err *err)
 {
+    const gw_job *job = c->job;
     char ts[SOAP_TIMESTAMP_LEN];
     int rc = soap_timestamp_now(ts);
     if (rc != SOAP_OK) {
@@ -518,7 +559,7 @@ static int build_envelope(gw_upstream *u, const gw_job *job, char **out, size_t 
     if (job->kind == GW_CALL_SYNC_MULTIPLE)
         return soap_build_sync_multiple_leads(&auth, job->sync_leads, job->nsync, job->dedup, out,
                                               outlen, err);
-    return soap_build_get_multiple_leads(&auth, &job->get, out, outlen, err);
+    return soap_build_get_multiple_leads(&auth, &c->get, out, outlen, err);
 }
 
 /* Sets every option of one SOAP POST on the call's easy handle. */
@@ -552,29 +593,308 @@ static void setup_easy(gw_upstream *u, gw_call *c, int64_t timeout_ms)
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
 }
 
+/* ---- coalescing --------------------------------------------------------------- */
+
+bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key)
+{
+    if (!l || !key)
+        return false;
+    if (t == SOAP_KEY_IDNUM) {
+        if (!l->has_id)
+            return false;
+        errno = 0;
+        char *end = NULL;
+        long long v = strtoll(key, &end, 10);
+        if (errno != 0 || end == key || *end != '\0')
+            return false;
+        return (int64_t)v == l->id;
+    }
+    if (t == SOAP_KEY_EMAIL)
+        return l->email && strcasecmp(l->email, key) == 0;
+    const char *an = soap_key_type_attr(t);
+    if (!an)
+        return false;
+    for (size_t i = 0; i < l->nattrs; i++) {
+        if (strcmp(l->attrs[i].name, an) != 0 || !l->attrs[i].value)
+            continue;
+        if (t == SOAP_KEY_LEADOWNEREMAIL)
+            return strcasecmp(l->attrs[i].value, key) == 0;
+        return strcmp(l->attrs[i].value, key) == 0;
+    }
+    return false;
+}
+
+/* Whether two key values of type t name the same key. */
+static bool key_eq(soap_key_type t, const char *a, const char *b)
+{
+    if (t == SOAP_KEY_EMAIL || t == SOAP_KEY_LEADOWNEREMAIL)
+        return strcasecmp(a, b) == 0;
+    return strcmp(a, b) == 0;
+}
+
+/* Whether a job may share a call: a first-page key lookup of 1..100 keys
+ * that has not been set apart. */
+static bool is_key_job(const gw_job *job)
+{
+    return job->kind == GW_CALL_GET_MULTIPLE && job->get.kind == SOAP_SEL_KEYS && !job->solo &&
+           !job->get.stream_position && job->get.keys && job->get.nkeys >= 1 &&
+           job->get.nkeys <= SOAP_MAX_KEYS_PER_CALL;
+}
+
+/* Whether the leads answering p can be matched back to its keys: always for
+ * IDNUM and EMAIL, else when the mapping attribute comes back (all fields,
+ * or the attribute among includeAttributes). */
+static bool shape_attributable(const soap_get_multiple *p)
+{
+    if (p->key_type == SOAP_KEY_IDNUM || p->key_type == SOAP_KEY_EMAIL)
+        return true;
+    const char *an = soap_key_type_attr(p->key_type);
+    if (!an)
+        return false;
+    if (!p->attrs || p->nattrs == 0)
+        return true;
+    for (size_t i = 0; i < p->nattrs; i++)
+        if (p->attrs[i] && strcmp(p->attrs[i], an) == 0)
+            return true;
+    return false;
+}
+
+/* Whether attribute name a is among attrs[0..n). */
+static bool has_attr(const char *const *attrs, size_t n, const char *a)
+{
+    for (size_t i = 0; i < n; i++)
+        if (attrs[i] && strcmp(attrs[i], a) == 0)
+            return true;
+    return false;
+}
+
+/* Whether two key selectors ask the same thing of each lead: key type,
+ * batch size and the same set of includeAttributes. */
+static bool same_shape(const soap_get_multiple *a, const soap_get_multiple *b)
+{
+    if (a->key_type != b->key_type || a->batch_size != b->batch_size)
+        return false;
+    size_t na = a->attrs ? a->nattrs : 0, nb = b->attrs ? b->nattrs : 0;
+    if (na != nb)
+        return false;
+    for (size_t i = 0; i < na; i++)
+        if (!a->attrs[i] || !has_attr(b->attrs, nb, a->attrs[i]))
+            return false;
+    for (size_t i = 0; i < nb; i++)
+        if (!b->attrs[i] || !has_attr(a->attrs, na, b->attrs[i]))
+            return false;
+    return true;
+}
+
+/* Whether key k is among the call's keys. */
+static bool call_has_key(const gw_call *c, const char *k)
+{
+    for (size_t i = 0; i < c->nkeys; i++)
+        if (key_eq(c->get.key_type, c->keys[i], k))
+            return true;
+    return false;
+}
+
+/* Whether job keys[0..i) already hold a key equal to keys[i]. */
+static bool earlier_dup(const gw_job *job, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (key_eq(job->get.key_type, job->get.keys[j], job->get.keys[i]))
+            return true;
+    return false;
+}
+
+/* Distinct keys of job not yet in call c. */
+static size_t new_keys(const gw_call *c, const gw_job *job)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < job->get.nkeys; i++)
+        if (!call_has_key(c, job->get.keys[i]) && !earlier_dup(job, i))
+            n++;
+    return n;
+}
+
+/* Distinct keys of job. */
+static size_t distinct_keys(const gw_job *job)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < job->get.nkeys; i++)
+        if (!earlier_dup(job, i))
+            n++;
+    return n;
+}
+
+/* Whether job's key set is the call's whole key set. */
+static bool covers_call(const gw_call *c, const gw_job *job)
+{
+    return new_keys(c, job) == 0 && distinct_keys(job) == c->nkeys;
+}
+
+/* Adds job to call c's members and its new keys to the call's key set
+ * (the caller checked that they fit). Returns 0 or -1 on no memory. */
+static int add_member(gw_call *c, gw_job *job)
+{
+    if (c->nmembers == c->capmembers) {
+        size_t ncap = c->capmembers ? c->capmembers * 2 : 8;
+        gw_job **nm = realloc(c->members, ncap * sizeof *nm);
+        if (!nm)
+            return -1;
+        c->members = nm;
+        c->capmembers = ncap;
+    }
+    c->members[c->nmembers++] = job;
+    if (c->nkeys > 0 || c->nmembers == 1) {
+        for (size_t i = 0; i < job->get.nkeys; i++) {
+            const char *k = job->get.keys[i];
+            if (c->nkeys < SOAP_MAX_KEYS_PER_CALL && !call_has_key(c, k))
+                c->keys[c->nkeys++] = k;
+        }
+    }
+    return 0;
+}
+
+/* Books a job that joins a call it did not start: counts it once in
+ * upstream_coalesced_jobs_total. */
+static void note_coalesced(gw_upstream *u, gw_job *job)
+{
+    if (!job->coalesced) {
+        job->coalesced = true;
+        metric_add(u->m_coalesced);
+    }
+}
+
+/* Whether a waiting job may still be served now (not in backoff, not past
+ * its queue deadline or its last start time) by a call that runs until
+ * ends_ms. */
+static bool job_ready(const gw_job *job, int64_t now, int64_t ends_ms)
+{
+    if (job->not_before_ms > now)
+        return false;
+    if (job->attempts == 0 && now >= job->queue_deadline_ms)
+        return false;
+    if (now >= job->deadline_ms - UP_MIN_ATTEMPT_MS)
+        return false;
+    return job->deadline_ms >= ends_ms;
+}
+
+/* Folds waiting key jobs of the call's shape into c (already holding its
+ * starter) while the key set stays within 100. Non-attributable shapes take
+ * only jobs with the starter's very key set. Returns the jobs added. */
+static size_t merge_waiting(gw_upstream *u, gw_call *c, int64_t now)
+{
+    size_t added = 0;
+    gw_job *next;
+    for (gw_job *j = u->wait_head; j && c->nkeys < SOAP_MAX_KEYS_PER_CALL; j = next) {
+        next = j->q_next;
+        if (!is_key_job(j) || !same_shape(&c->get, &j->get) || !job_ready(j, now, c->ends_ms))
+            continue;
+        if (c->attributable) {
+            if (c->nkeys + new_keys(c, j) > SOAP_MAX_KEYS_PER_CALL)
+                continue;
+        } else if (!covers_call(c, j)) {
+            continue;
+        }
+        if (add_member(c, j) != 0)
+            break;
+        waiting_unlink(u, j);
+        added++;
+    }
+    return added;
+}
+
+/* Single flight: lets a waiting key job ride on a call in flight that asks
+ * for all its keys in the same shape (and, for a shape whose leads cannot be
+ * attributed, for exactly its keys). Returns true when the job joined. */
+static bool try_attach(gw_upstream *u, gw_job *job, int64_t now)
+{
+    if (!is_key_job(job) || job->attach_gen == u->call_gen)
+        return false;
+    job->attach_gen = u->call_gen;
+    for (gw_call *c = u->active; c; c = c->next) {
+        if (!c->shareable || !same_shape(&c->get, &job->get) || !job_ready(job, now, c->ends_ms))
+            continue;
+        if (new_keys(c, job) != 0)
+            continue;
+        if (!c->attributable && distinct_keys(job) != c->nkeys)
+            continue;
+        if (add_member(c, job) != 0)
+            return false;
+        waiting_unlink(u, job);
+        if (job->attempts == 0)
+            observe(u->m_queue_wait, (double)(now - job->enqueued_ms) / 1000.0);
+        job->attempts++;
+        note_coalesced(u, job);
+        return true;
+    }
+    return false;
+}
+
+/* Puts the members of c other than its starter back into the waiting list,
+ * set apart (solo), and shrinks the call to its starter. */
+static void unmerge(gw_upstream *u, gw_call *c)
+{
+    for (size_t i = 1; i < c->nmembers; i++) {
+        c->members[i]->solo = true;
+        waiting_reinsert(u, c->members[i]);
+    }
+    c->nmembers = 1;
+    c->nkeys = 0;
+    const gw_job *job = c->job;
+    for (size_t i = 0; i < job->get.nkeys && c->nkeys < SOAP_MAX_KEYS_PER_CALL; i++)
+        if (!call_has_key(c, job->get.keys[i]))
+            c->keys[c->nkeys++] = job->get.keys[i];
+}
+
 /* Starts one SOAP call for a job that holds a limiter slot and is already out
- * of the waiting list; on failure the slot is given back and the job ends.
- * This is the one place where jobs become calls (merging goes here). */
-static void start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64_t now)
+ * of the waiting list, folding compatible waiting key jobs into it; on
+ * failure the slot is given back and the members end. This is the one place
+ * where jobs become calls. Returns the number of waiting jobs it took. */
+static size_t start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64_t now)
 {
     soap_err serr = {0};
     gw_outcome fail = GW_OUT_UNREACHABLE;
+    size_t merged = 0;
     gw_call *c = call_get(u);
     if (!c) {
         snprintf(job->detail, sizeof job->detail, "out of memory");
+        end_job(u, job, fail);
+        u->lim->ops->release(u->lim, slot, wall_ms());
+        return 0;
+    }
+    int64_t budget = job->deadline_ms - now;
+    int64_t tmo = min64(u->timeout_ms, budget);
+    c->job = job;
+    c->ends_ms = now + tmo;
+    if (add_member(c, job) != 0) {
+        snprintf(job->detail, sizeof job->detail, "out of memory");
         goto fail;
     }
-    int rc = build_envelope(u, job, &c->req, &c->reqlen, &serr);
+    if (job->kind == GW_CALL_GET_MULTIPLE)
+        c->get = job->get;
+    if (is_key_job(job)) {
+        c->get.keys = c->keys;
+        c->get.nkeys = c->nkeys;
+        c->shareable = true;
+        c->attributable = shape_attributable(&job->get);
+        merged = merge_waiting(u, c, now);
+        c->get.nkeys = c->nkeys;
+    } else {
+        c->nkeys = 0;
+    }
+    int rc = build_envelope(u, c, &c->req, &c->reqlen, &serr);
+    if (rc != SOAP_OK && c->nmembers > 1) {
+        /* one member's keys cannot be encoded: let each run on its own */
+        unmerge(u, c);
+        c->get.nkeys = c->nkeys;
+        rc = build_envelope(u, c, &c->req, &c->reqlen, &serr);
+    }
     if (rc != SOAP_OK) {
         /* the caller's input cannot be encoded: no call is made */
         fail = GW_OUT_BAD_RESPONSE;
         snprintf(job->detail, sizeof job->detail, "request: %.120s", serr.msg);
         goto fail;
     }
-    int64_t budget = job->deadline_ms - now;
-    int64_t tmo = min64(u->timeout_ms, budget);
     c->deadline_capped = budget <= u->timeout_ms;
-    c->job = job;
     c->slot = *slot;
     c->started_ms = now;
     setup_easy(u, c, tmo);
@@ -582,9 +902,17 @@ static void start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64_t
         snprintf(job->detail, sizeof job->detail, "curl_multi_add_handle failed");
         goto fail;
     }
-    if (job->attempts == 0)
-        observe(u->m_queue_wait, (double)(now - job->enqueued_ms) / 1000.0);
-    job->attempts++;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        gw_job *m = c->members[i];
+        if (m->attempts == 0)
+            observe(u->m_queue_wait, (double)(now - m->enqueued_ms) / 1000.0);
+        m->attempts++;
+        if (m != job)
+            note_coalesced(u, m);
+    }
+    if (c->nkeys > 0)
+        observe(u->m_keys_per_call, (double)c->nkeys);
+    u->call_gen++;
     c->next = u->active;
     c->prev = NULL;
     if (u->active)
@@ -592,12 +920,31 @@ static void start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64_t
     u->active = c;
     u->nactive++;
     atomic_fetch_add(&u->in_flight, 1);
-    return;
+    return merged;
 fail:
     u->lim->ops->release(u->lim, slot, wall_ms());
-    if (c)
+    if (c->nmembers == 0) {
         call_put(u, c);
-    end_job(u, job, fail);
+        end_job(u, job, fail);
+        return merged;
+    }
+    /* the members' done callbacks must not see the call in use: copy them out */
+    size_t nm = c->nmembers;
+    gw_job **mem = c->members;
+    c->members = NULL;
+    c->capmembers = 0;
+    c->nmembers = 0;
+    gw_job *starter = c->job;
+    char detail[sizeof starter->detail];
+    snprintf(detail, sizeof detail, "%s", starter->detail);
+    call_put(u, c);
+    for (size_t i = 0; i < nm; i++) {
+        if (mem[i] != starter)
+            snprintf(mem[i]->detail, sizeof mem[i]->detail, "%s", detail);
+        end_job(u, mem[i], fail);
+    }
+    free(mem);
+    return merged;
 }
 
 /* Removes a call from the in-flight list and the multi handle and gives its
@@ -796,8 +1143,236 @@ static attempt_result classify_http(gw_upstream *u, gw_call *c)
     return r;
 }
 
+/* ---- answers of merged calls --------------------------------------------------- */
+
+/* *dst = copy of src (NULL stays NULL). Returns false on no memory. */
+static bool dup_str(char **dst, const char *src)
+{
+    *dst = src ? strdup(src) : NULL;
+    return !src || *dst;
+}
+
+/* Deep-copies one lead into dst. Returns 0 or -1 on no memory (dst cleared). */
+static int lead_copy(soap_lead *dst, const soap_lead *src)
+{
+    memset(dst, 0, sizeof *dst);
+    dst->has_id = src->has_id;
+    dst->id = src->id;
+    if (!dup_str(&dst->email, src->email) ||
+        !dup_str(&dst->foreign_sys_person_id, src->foreign_sys_person_id) ||
+        !dup_str(&dst->foreign_sys_type, src->foreign_sys_type))
+        goto fail;
+    if (src->nattrs > 0) {
+        dst->attrs = calloc(src->nattrs, sizeof *dst->attrs);
+        if (!dst->attrs)
+            goto fail;
+        for (size_t i = 0; i < src->nattrs; i++) {
+            dst->nattrs = i + 1;
+            if (!dup_str(&dst->attrs[i].name, src->attrs[i].name) ||
+                !dup_str(&dst->attrs[i].type, src->attrs[i].type) ||
+                !dup_str(&dst->attrs[i].value, src->attrs[i].value))
+                goto fail;
+        }
+    }
+    return 0;
+fail:
+    soap_lead_clear(dst);
+    return -1;
+}
+
+/* Whether lead l matches one of job's keys. */
+static bool lead_is_members(const soap_lead *l, const gw_job *job)
+{
+    for (size_t i = 0; i < job->get.nkeys; i++)
+        if (gw_lead_matches_key(l, job->get.key_type, job->get.keys[i]))
+            return true;
+    return false;
+}
+
+/* Fills dst with copies of the leads of src that belong to job: all of them
+ * with the paging fields when full, else those matching its keys. Returns 0
+ * or -1 on no memory (dst cleared). */
+static int leads_for_member(const soap_leads_result *src, const gw_job *job, bool full,
+                            soap_leads_result *dst)
+{
+    memset(dst, 0, sizeof *dst);
+    size_t n = 0;
+    for (size_t i = 0; i < src->nleads; i++)
+        n += full || lead_is_members(&src->leads[i], job);
+    if (full) {
+        dst->remaining_count = src->remaining_count;
+        if (!dup_str(&dst->new_stream_position, src->new_stream_position))
+            goto fail;
+    }
+    if (n > 0) {
+        dst->leads = calloc(n, sizeof *dst->leads);
+        if (!dst->leads)
+            goto fail;
+        for (size_t i = 0; i < src->nleads; i++) {
+            if (!full && !lead_is_members(&src->leads[i], job))
+                continue;
+            if (lead_copy(&dst->leads[dst->nleads], &src->leads[i]) != 0)
+                goto fail;
+            dst->nleads++;
+        }
+    }
+    dst->return_count = (int)dst->nleads;
+    return 0;
+fail:
+    soap_leads_result_clear(dst);
+    memset(dst, 0, sizeof *dst);
+    return -1;
+}
+
+/* Keeps in r only the leads matching job's keys (in place). */
+static void filter_in_place(soap_leads_result *r, const gw_job *job)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < r->nleads; i++) {
+        if (lead_is_members(&r->leads[i], job))
+            r->leads[w++] = r->leads[i];
+        else
+            soap_lead_clear(&r->leads[i]);
+    }
+    r->nleads = w;
+    r->return_count = (int)w;
+    r->remaining_count = 0;
+    free(r->new_stream_position);
+    r->new_stream_position = NULL;
+}
+
+/* Splits the OK answer now in the starter's fields among the members of a
+ * merged call. Sets each member's outcome (OK, or BAD_RESPONSE when a copy
+ * failed) and marks solo the members to run again alone (partial key set
+ * and a paged answer). Engine thread; no callback runs here. */
+static void distribute_ok(gw_call *c)
+{
+    gw_job *starter = c->job;
+    const soap_leads_result *src = &starter->leads;
+    bool paged = src->remaining_count > 0 && src->new_stream_position &&
+                 src->new_stream_position[0] != '\0';
+    for (size_t i = 0; i < c->nmembers; i++) {
+        gw_job *m = c->members[i];
+        m->outcome = GW_OUT_OK;
+        if (m == starter)
+            continue;
+        soap_fault_clear(&m->fault); /* a copy from an earlier attempt is stale now */
+        memset(&m->fault, 0, sizeof m->fault);
+        bool full = covers_call(c, m);
+        if (!full && paged) {
+            m->solo = true;
+            continue;
+        }
+        if (leads_for_member(src, m, full, &m->leads) != 0) {
+            m->outcome = GW_OUT_BAD_RESPONSE;
+            snprintf(m->detail, sizeof m->detail, "out of memory");
+        } else {
+            m->detail[0] = '\0';
+        }
+    }
+    if (!covers_call(c, starter)) {
+        if (paged) {
+            starter->solo = true;
+            soap_leads_result_clear(&starter->leads);
+            memset(&starter->leads, 0, sizeof starter->leads);
+        } else {
+            filter_in_place(&starter->leads, starter);
+        }
+    }
+}
+
+/* Gives every member of a merged call a copy of the starter's failure
+ * (fault, detail, retry_after_s). Engine thread; no callback runs here. */
+static void distribute_failure(gw_call *c)
+{
+    const gw_job *starter = c->job;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        gw_job *m = c->members[i];
+        if (m == starter)
+            continue;
+        soap_fault_clear(&m->fault);
+        memset(&m->fault, 0, sizeof m->fault);
+        m->fault.code = starter->fault.code;
+        m->fault.retryable = starter->fault.retryable;
+        if (!dup_str(&m->fault.faultcode, starter->fault.faultcode) ||
+            !dup_str(&m->fault.faultstring, starter->fault.faultstring) ||
+            !dup_str(&m->fault.message, starter->fault.message)) {
+            /* the code is what matters for the mapping; strings are a bonus */
+            soap_fault_clear(&m->fault);
+            m->fault.code = starter->fault.code;
+            m->fault.retryable = starter->fault.retryable;
+        }
+        m->retry_after_s = starter->retry_after_s;
+        snprintf(m->detail, sizeof m->detail, "%s", starter->detail);
+    }
+}
+
+/* Queues job again for a retry after the failed attempt r, or ends it with
+ * r's outcome when its attempts or time are spent. Returns true when queued. */
+static bool retry_or_end(gw_upstream *u, gw_job *job, const attempt_result *r, int64_t now)
+{
+    int64_t next = now + r->delay_ms;
+    if (r->retry && job->attempts < u->max_attempts &&
+        next + UP_MIN_ATTEMPT_MS <= job->deadline_ms) {
+        job->last_outcome = r->outcome;
+        job->not_before_ms = next;
+        waiting_reinsert(u, job);
+        return true;
+    }
+    end_job(u, job, r->outcome);
+    return false;
+}
+
+/* Ends or requeues every member of a merged call once its answer (or
+ * failure) has been handed out; then returns the call to the pool. */
+static void finish_members(gw_upstream *u, gw_call *c, const attempt_result *r, int64_t now)
+{
+    int k = kind_index(c->job);
+    bool retried = false;
+    if (r->outcome == GW_OUT_OK)
+        distribute_ok(c);
+    else
+        distribute_failure(c);
+    /* from here on no key of the call is read: members may be freed by their
+     * done callbacks as they end */
+    size_t nm = c->nmembers;
+    gw_job **mem = c->members;
+    c->members = NULL;
+    c->capmembers = 0;
+    c->nmembers = 0;
+    call_put(u, c);
+    for (size_t i = 0; i < nm; i++) {
+        gw_job *m = mem[i];
+        if (r->outcome != GW_OUT_OK) {
+            retried |= retry_or_end(u, m, r, now);
+            continue;
+        }
+        if (m->solo) {
+            if (now + UP_MIN_ATTEMPT_MS <= m->deadline_ms) {
+                m->not_before_ms = now;
+                m->last_outcome = GW_OUT_TIMEOUT;
+                waiting_reinsert(u, m);
+            } else {
+                snprintf(m->detail, sizeof m->detail, "no time left for its own call");
+                end_job(u, m, GW_OUT_TIMEOUT);
+            }
+            continue;
+        }
+        end_job(u, m, m->outcome);
+    }
+    free(mem);
+    if (retried) {
+        metric_add(u->m_retries[k]);
+        GW_LOG(GW_LOG_INFO,
+               json_pack("{s:s, s:I, s:s, s:I}", "operation", kind_ops[k], "members",
+                         (json_int_t)nm, "detail", r->outcome == GW_OUT_FAULT ? "fault" : "error",
+                         "delay_ms", (json_int_t)r->delay_ms),
+               "merged upstream call failed, retrying");
+    }
+}
+
 /* Handles a finished transfer: gives the slot back, classifies the attempt,
- * then ends the job or queues it for a retry. */
+ * then ends the job(s) or queues them for a retry. */
 static void finish_call(gw_upstream *u, gw_call *c, CURLcode res)
 {
     gw_job *job = c->job;
@@ -815,6 +1390,10 @@ static void finish_call(gw_upstream *u, gw_call *c, CURLcode res)
     if (res != CURLE_OK && c->errbuf[0])
         GW_LOG(GW_LOG_DEBUG, json_pack("{s:s, s:s}", "operation", kind_ops[k], "curl", c->errbuf),
                "upstream transport error");
+    if (c->nmembers > 1) {
+        finish_members(u, c, &r, now);
+        return;
+    }
     call_put(u, c);
 
     if (r.outcome == GW_OUT_OK) {
@@ -901,6 +1480,14 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
             wake = min64(wake, job->not_before_ms);
             continue;
         }
+        if (try_attach(u, job, now))
+            continue; /* single flight: rides on a call in flight */
+        if (u->gather_ms > 0 && job->attempts == 0 && is_key_job(job) &&
+            now < job->enqueued_ms + u->gather_ms) {
+            /* the gather window: wait a little for company */
+            wake = min64(wake, job->enqueued_ms + u->gather_ms);
+            continue;
+        }
         if (blocked)
             continue;
         if (u->nactive >= u->max_calls) {
@@ -920,7 +1507,8 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
         switch (lr) {
         case GW_LIMIT_OK:
             waiting_unlink(u, job);
-            start_call(u, job, &slot, now);
+            if (start_call(u, job, &slot, now) > 0)
+                next = u->wait_head; /* jobs further on may have joined the call */
             break;
         case GW_LIMIT_QUOTA:
             waiting_unlink(u, job);
@@ -967,13 +1555,21 @@ static void abort_everything(gw_upstream *u)
 {
     while (u->active) {
         gw_call *c = u->active;
-        gw_job *job = c->job;
         call_detach(u, c);
+        size_t nm = c->nmembers;
+        gw_job **mem = c->members;
+        c->members = NULL;
+        c->capmembers = 0;
+        c->nmembers = 0;
         call_put(u, c);
-        if (job->kind == GW_CALL_SYNC_MULTIPLE)
-            job->maybe_applied = true;
-        snprintf(job->detail, sizeof job->detail, "call aborted at shutdown");
-        end_job(u, job, GW_OUT_TIMEOUT);
+        for (size_t i = 0; i < nm; i++) {
+            gw_job *job = mem[i];
+            if (job->kind == GW_CALL_SYNC_MULTIPLE)
+                job->maybe_applied = true;
+            snprintf(job->detail, sizeof job->detail, "call aborted at shutdown");
+            end_job(u, job, GW_OUT_TIMEOUT);
+        }
+        free(mem);
     }
     while (u->wait_head) {
         gw_job *job = u->wait_head;

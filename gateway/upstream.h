@@ -11,10 +11,35 @@
  * every job exactly once, shutdown included.
  *
  * The waiting queue is a list the engine walks in order, so that jobs still
- * waiting for a slot can be inspected and merged: a later change folds
- * waiting key lookups of one key type and field set into one getMultipleLeads
- * call of up to 100 keys. A job is therefore one logical request part and a
- * call is what goes on the wire; today each call serves one job.
+ * waiting for a slot can be inspected and merged. A job is one logical
+ * request part and a call is what goes on the wire; one call may serve
+ * several jobs (coalescing):
+ * - single flight: a key job (GET_MULTIPLE, LeadKeySelector, first page)
+ *   whose keys are all in a getMultipleLeads call already in flight for the
+ *   same key type, field set and batch size rides on that call and gets its
+ *   results, without a slot of its own;
+ * - batching: when a key job gets a slot, the waiting key jobs of the same
+ *   key type, field set and batch size join its call, up to 100 distinct
+ *   keys. Only shapes whose leads can be matched back to keys are batched
+ *   (IDNUM, EMAIL; other key types when their mapping attribute is returned:
+ *   all fields, or the attribute among includeAttributes); otherwise only
+ *   jobs with the very same key set share a call. A job that gets a slot at
+ *   once goes alone unless gateway.coalesce_window_ms > 0 makes it
+ *   wait that long for company.
+ * Each member gets its own outcome and its own done call. On OK a member
+ * whose keys are the call's whole key set gets a full copy of the answer
+ * (paging fields included); any other member gets deep copies of the leads
+ * that match its keys (gw_lead_matches_key; a lead matching several members
+ * goes to each; a lead matching no member is dropped) with remaining_count 0.
+ * If a merged answer has more pages (remainingCount > 0), members with a
+ * partial key set are not served from it: each is queued again to run alone
+ * (never merged again), which costs it one more call, outside
+ * retry_max_attempts but inside its deadline. On failure every member gets a
+ * copy of the fault / detail / retry_after_s, and is retried or ended by the
+ * usual rules against its own attempts and deadline (retried members wait
+ * the same backoff, so they merge again). job->attempts counts every call
+ * the job was a member of (rider or batched): what that request spent.
+ * Follow-up pages (stream_position set) never merge.
  */
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
@@ -96,6 +121,9 @@ struct gw_job {
     int64_t enqueued_ms;          /* monotonic time of submit (metrics) */
     gw_outcome last_outcome;      /* outcome of the last failed attempt (ends the job when
                                    * retries or time run out) */
+    bool solo;                    /* never merged with other jobs (a merged answer paged) */
+    bool coalesced;               /* counted in upstream_coalesced_jobs_total already */
+    uint64_t attach_gen;          /* call generation last checked for single flight */
 };
 
 typedef struct gw_upstream gw_upstream;
@@ -134,6 +162,13 @@ void gw_job_clear_results(gw_job *job);
 /* Lower-case name of an outcome ("ok", "fault", "rate_limited", ...) for logs
  * and metric labels; "unknown" for an out-of-range value. Static storage. */
 const char *gw_outcome_name(gw_outcome o);
+
+/* Whether lead l carries key value key (normalised as the gateway does) of
+ * key type t: IDNUM by Id, EMAIL by Email (case-insensitive), other types by
+ * their mapping attribute soap_key_type_attr(t) (case-insensitive for
+ * LEADOWNEREMAIL). False when the lead lacks the field. Used by the engine to
+ * split merged answers and by the lookup route to file leads under keys. */
+bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key);
 
 /* Monotonic clock in ms, the time base of every deadline above. */
 int64_t gw_now_ms(void);

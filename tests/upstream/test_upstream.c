@@ -43,6 +43,9 @@ typedef struct blob {
 } blob;
 
 static blob b_get_ok, b_sync_ok, b_f20016, b_f20023, b_f20014, b_f20015, b_html503, b_huge;
+/* Marker body: answer a getMultipleLeads with one lead per requested key
+ * (key "kN@example.com" or "N": Id N, Email kN@example.com). */
+static blob b_echo;
 
 static blob load(const char *name)
 {
@@ -114,6 +117,60 @@ static char *dup_header(struct MHD_Connection *conn, const char *name)
     return v ? strdup(v) : NULL;
 }
 
+/* Builds the echo answer for a request body: one leadRecord per
+ * <stringItem> key. Returns a malloc'd body and its length in *len. */
+static char *echo_body(const char *req, size_t *len)
+{
+    size_t cap = 4096, n = 0;
+    char *out = malloc(cap);
+    int nk = 0;
+    const char *p = req ? req : "";
+    const char *kv = strstr(p, "<keyValues>");
+    const char *kv_end = kv ? strstr(kv, "</keyValues>") : NULL;
+    char recs[64 * 1024];
+    size_t rl = 0;
+    recs[0] = '\0';
+    p = kv ? kv : "";
+    while ((p = strstr(p, "<stringItem>")) && p < kv_end) {
+        p += strlen("<stringItem>");
+        const char *e = strstr(p, "</stringItem>");
+        if (!e)
+            break;
+        char key[128];
+        size_t kl = (size_t)(e - p) < sizeof key - 1 ? (size_t)(e - p) : sizeof key - 1;
+        memcpy(key, p, kl);
+        key[kl] = '\0';
+        const char *d = key;
+        while (*d && (*d < '0' || *d > '9'))
+            d++;
+        long id = strtol(d, NULL, 10);
+        int w = snprintf(recs + rl, sizeof recs - rl,
+                         "<leadRecord><Id>%ld</Id><Email>k%ld@example.com</Email>"
+                         "<leadAttributeList><attribute><attrName>FirstName</attrName>"
+                         "<attrType>string</attrType><attrValue>N%ld</attrValue></attribute>"
+                         "</leadAttributeList></leadRecord>",
+                         id, id, id);
+        if (w < 0 || (size_t)w >= sizeof recs - rl)
+            break;
+        rl += (size_t)w;
+        nk++;
+        p = e;
+    }
+    cap = rl + 1024;
+    out = realloc(out, cap);
+    n = (size_t)snprintf(out, cap,
+                         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+                         "<SOAP-ENV:Envelope xmlns:SOAP-ENV=\"http://schemas.xmlsoap.org/soap/envelope/\" "
+                         "xmlns:ns1=\"http://www.marketo.com/mktows/\"><SOAP-ENV:Body>"
+                         "<ns1:successGetMultipleLeads><result><returnCount>%d</returnCount>"
+                         "<remainingCount>0</remainingCount><newStreamPosition/>"
+                         "<leadRecordList>%s</leadRecordList></result>"
+                         "</ns1:successGetMultipleLeads></SOAP-ENV:Body></SOAP-ENV:Envelope>",
+                         nk, recs);
+    *len = n;
+    return out;
+}
+
 static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                     const char *method, const char *version,
                                     const char *upload_data, size_t *upload_data_size,
@@ -159,8 +216,15 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *conn, cons
     if (a.status == 0)
         return MHD_NO; /* drop the connection */
     const blob *b = a.body;
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        b ? b->len : 0, b ? b->data : (void *)"", MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *resp;
+    if (b == &b_echo) {
+        size_t elen = 0;
+        char *eb = echo_body(rs->buf, &elen);
+        resp = MHD_create_response_from_buffer(elen, eb, MHD_RESPMEM_MUST_FREE);
+    } else {
+        resp = MHD_create_response_from_buffer(b ? b->len : 0, b ? b->data : (void *)"",
+                                               MHD_RESPMEM_MUST_COPY);
+    }
     MHD_add_response_header(resp, "Content-Type",
                             b == &b_html503 ? "text/html" : "text/xml;charset=UTF-8");
     if (a.retry_after > 0) {
@@ -263,6 +327,9 @@ typedef struct fake_lim {
     int mode;            /* LIM_* */
     int max_conc;        /* > 0: concurrency cap */
     int64_t hint_ms;     /* retry hint returned with WAIT / QUOTA */
+    int burst;           /* > 0: grant this many slots, then WAIT for pause_ms */
+    int64_t pause_ms;    /* length of that pause */
+    int64_t pause_end;   /* monotonic ms: end of the pause (0: not started) */
     int held;            /* slots held now */
     int acquired;        /* slots granted in total */
     int released;        /* slots given back in total */
@@ -281,6 +348,14 @@ static gw_limit_result fl_try(gw_limiter *l, int64_t now_ms, gw_slot *slot, int6
     } else if (fl->mode == LIM_QUOTA) {
         *retry_in_ms = fl->hint_ms;
         r = GW_LIMIT_QUOTA;
+    } else if (fl->burst > 0 && fl->acquired >= fl->burst &&
+               (fl->pause_end == 0 || gw_now_ms() < fl->pause_end)) {
+        if (fl->pause_end == 0)
+            fl->pause_end = gw_now_ms() + fl->pause_ms;
+        *retry_in_ms = fl->pause_end - gw_now_ms();
+        if (*retry_in_ms < 1)
+            *retry_in_ms = 1;
+        r = GW_LIMIT_WAIT;
     } else if (fl->max_conc > 0 && fl->held >= fl->max_conc) {
         *retry_in_ms = 50;
         r = GW_LIMIT_WAIT;
@@ -827,8 +902,10 @@ static void test_concurrency_cap(void **state)
     e.lim.max_conc = 2;
     env_start(&e);
     tjob t[10];
-    for (int i = 0; i < 10; i++)
+    for (int i = 0; i < 10; i++) {
         make_get(&t[i], 5000, 8000);
+        t[i].job.get.batch_size = i + 1; /* distinct shapes: no coalescing */
+    }
     int64_t t0 = gw_now_ms();
     for (int i = 0; i < 10; i++)
         gw_upstream_submit(e.u, &t[i].job);
@@ -857,6 +934,7 @@ static void test_shutdown_ends_everything(void **state)
             make_sync(&t[i], false, 20000);
         else
             make_get(&t[i], 20000, 20000);
+        t[i].job.get.batch_size = i + 1; /* distinct shapes: no coalescing */
     }
     for (int i = 0; i < N; i++)
         gw_upstream_submit(e.u, &t[i].job);
@@ -1017,6 +1095,287 @@ static void test_metrics_exported(void **state)
     free(txt);
 }
 
+/* ---- coalescing ------------------------------------------------------------------ */
+
+/* Key strings for coalescing tests: kN@example.com and N. */
+static char g_ckeys[200][32];
+static const char *g_ckeyp[200];
+static char g_cids[200][16];
+static const char *g_cidp[200];
+static const char *const g_fn_attrs[] = {"FirstName"};
+
+static void ckeys_init(void)
+{
+    for (int i = 0; i < 200; i++) {
+        snprintf(g_ckeys[i], sizeof g_ckeys[i], "k%d@example.com", i);
+        g_ckeyp[i] = g_ckeys[i];
+        snprintf(g_cids[i], sizeof g_cids[i], "%d", i);
+        g_cidp[i] = g_cids[i];
+    }
+}
+
+/* A key job for email key i (one key). */
+static void make_email(tjob *t, int i, int64_t queue_ms)
+{
+    make_get(t, queue_ms, 10000);
+    t->job.get.keys = &g_ckeyp[i];
+    t->job.get.nkeys = 1;
+    t->job.get.batch_size = 1000;
+}
+
+/* Starts an engine whose limiter grants one slot, then WAITs pause_ms. */
+static void env_burst(env *e, canned dflt, int64_t pause_ms)
+{
+    env_init(e, dflt);
+    e->lim.burst = 1;
+    e->lim.pause_ms = pause_ms;
+    env_start(e);
+}
+
+/* Submits a lone job that takes the limiter's one slot, and waits for it. */
+static void take_first_slot(env *e)
+{
+    tjob first;
+    make_email(&first, 199, 2000);
+    gw_upstream_submit(e->u, &first.job);
+    assert_true(wait_all(&first, 1, 3000));
+    assert_int_equal(first.job.outcome, GW_OUT_OK);
+    gw_job_clear_results(&first.job);
+}
+
+static void test_coalesce_batch(void **state)
+{
+    env e;
+    env_burst(&e, (canned){200, &b_echo, 20, 0}, 300);
+    take_first_slot(&e);
+    tjob t[10];
+    for (int i = 0; i < 10; i++)
+        make_email(&t[i], i, 5000);
+    for (int i = 0; i < 10; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 10, 5000));
+    assert_int_equal(fake_nreqs(e.f), 2); /* the lone first call, then ONE for the ten */
+    for (int i = 0; i < 10; i++) {
+        assert_non_null(strstr(e.f->bodies[1], g_ckeys[i]));
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].done_count, 1);
+        assert_int_equal(t[i].job.attempts, 1);
+        assert_int_equal(t[i].job.leads.nleads, 1); /* exactly its own lead */
+        assert_int_equal(t[i].job.leads.leads[0].id, i);
+        assert_string_equal(t[i].job.leads.leads[0].email, g_ckeys[i]);
+        assert_int_equal(t[i].job.leads.remaining_count, 0);
+        gw_job_clear_results(&t[i].job);
+    }
+    size_t len = 0;
+    char *txt = gw_metrics_render(&len);
+    assert_non_null(txt);
+    assert_non_null(strstr(txt, "upstream_keys_per_call_bucket{le=\"10\"}"));
+    const char *cj = strstr(txt, "\nupstream_coalesced_jobs_total ");
+    assert_non_null(cj);
+    assert_true(strtol(cj + strlen("\nupstream_coalesced_jobs_total "), NULL, 10) >= 9);
+    free(txt);
+    env_done(&e);
+}
+
+static void test_coalesce_single_flight(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_get_ok, 300, 0});
+    env_start(&e);
+    tjob t[6];
+    for (int i = 0; i < 6; i++)
+        make_get(&t[i], 5000, 5000);
+    gw_upstream_submit(e.u, &t[0].job);
+    int64_t until = gw_now_ms() + 2000;
+    while (fake_inflight(e.f) < 1 && gw_now_ms() < until)
+        usleep(2000);
+    for (int i = 1; i < 6; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 6, 5000));
+    assert_int_equal(fake_nreqs(e.f), 1); /* identical lookups share the call in flight */
+    assert_int_equal(e.lim.acquired, 1);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].done_count, 1);
+        assert_int_equal(t[i].job.attempts, 1);
+        assert_int_equal(t[i].job.leads.nleads, 2);
+        assert_int_equal(t[i].job.leads.leads[0].id, 1001);
+        assert_string_equal(t[i].job.leads.leads[1].email, "grace@example.com");
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+static void test_coalesce_fault_each_member(void **state)
+{
+    env e;
+    env_init(&e, (canned){500, &b_f20014, 0, 0});
+    canned s[] = {{200, &b_echo, 0, 0}};
+    fake_script(e.f, s, 1);
+    e.lim.burst = 1;
+    e.lim.pause_ms = 300;
+    env_start(&e);
+    take_first_slot(&e);
+    tjob t[5];
+    for (int i = 0; i < 5; i++)
+        make_email(&t[i], i, 5000);
+    for (int i = 0; i < 5; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 5, 5000));
+    assert_int_equal(fake_nreqs(e.f), 2);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(t[i].done_count, 1);
+        assert_int_equal(t[i].job.outcome, GW_OUT_FAULT);
+        assert_int_equal(t[i].job.fault.code, 20014);
+        assert_non_null(t[i].job.fault.faultstring);
+        assert_int_equal(t[i].job.attempts, 1);
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+static void test_coalesce_retry_as_one(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_echo, 0, 0});
+    canned s[] = {{200, &b_echo, 0, 0}, {500, &b_f20016, 0, 0}};
+    fake_script(e.f, s, 2);
+    e.lim.burst = 1;
+    e.lim.pause_ms = 300;
+    env_start(&e);
+    take_first_slot(&e);
+    tjob t[4];
+    for (int i = 0; i < 4; i++)
+        make_email(&t[i], i, 5000);
+    for (int i = 0; i < 4; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 4, 5000));
+    assert_int_equal(fake_nreqs(e.f), 3); /* first, the faulted merged call, its retry */
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.attempts, 2);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        assert_int_equal(t[i].job.leads.leads[0].id, i);
+        assert_int_equal(t[i].job.fault.code, 0);
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+static void test_coalesce_queue_deadline(void **state)
+{
+    env e;
+    env_burst(&e, (canned){200, &b_echo, 0, 0}, 400);
+    take_first_slot(&e);
+    tjob t[3];
+    make_email(&t[0], 0, 5000);
+    make_email(&t[1], 1, 100); /* gives up before the pause ends */
+    make_email(&t[2], 2, 5000);
+    for (int i = 0; i < 3; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 3, 5000));
+    assert_int_equal(t[1].job.outcome, GW_OUT_RATE_LIMITED);
+    assert_int_equal(t[1].job.attempts, 0);
+    assert_true(t[1].job.retry_after_s >= 1);
+    assert_true(t[1].done_at < t[0].done_at);
+    assert_int_equal(fake_nreqs(e.f), 2);
+    assert_null(strstr(e.f->bodies[1], g_ckeys[1]));
+    for (int i = 0; i < 3; i += 2) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        assert_int_equal(t[i].job.leads.leads[0].id, i);
+        assert_non_null(strstr(e.f->bodies[1], g_ckeys[i]));
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+static void test_coalesce_shapes_apart(void **state)
+{
+    env e;
+    env_burst(&e, (canned){200, &b_echo, 0, 0}, 300);
+    take_first_slot(&e);
+    tjob t[5];
+    make_email(&t[0], 1, 5000);                 /* email, all fields */
+    make_email(&t[1], 2, 5000);                 /* email, FirstName only */
+    t[1].job.get.attrs = g_fn_attrs;
+    t[1].job.get.nattrs = 1;
+    make_email(&t[2], 3, 5000);                 /* IDNUM */
+    t[2].job.get.key_type = SOAP_KEY_IDNUM;
+    t[2].job.get.keys = &g_cidp[3];
+    make_email(&t[3], 4, 5000);                 /* email, all fields: joins t[0] */
+    make_email(&t[4], 5, 5000);                 /* IDNUM: joins t[2] */
+    t[4].job.get.key_type = SOAP_KEY_IDNUM;
+    t[4].job.get.keys = &g_cidp[5];
+    for (int i = 0; i < 5; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, 5, 5000));
+    assert_int_equal(fake_nreqs(e.f), 4); /* first + (0,3) + (1) + (2,4) */
+    int ids[5] = {1, 2, 3, 4, 5};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        assert_int_equal(t[i].job.leads.leads[0].id, ids[i]);
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+static void test_coalesce_split_100(void **state)
+{
+    env e;
+    env_burst(&e, (canned){200, &b_echo, 0, 0}, 300);
+    take_first_slot(&e);
+    enum { N = 150 };
+    tjob *t = calloc(N, sizeof *t);
+    for (int i = 0; i < N; i++)
+        make_email(&t[i], i, 5000);
+    for (int i = 0; i < N; i++)
+        gw_upstream_submit(e.u, &t[i].job);
+    assert_true(wait_all(t, N, 5000));
+    assert_int_equal(fake_nreqs(e.f), 3); /* first, then 100 + 50 */
+    int items1 = 0, items2 = 0;
+    for (const char *p = e.f->bodies[1]; (p = strstr(p, "<stringItem>")); p++)
+        items1++;
+    for (const char *p = e.f->bodies[2]; (p = strstr(p, "<stringItem>")); p++)
+        items2++;
+    assert_int_equal(items1 + items2, N);
+    assert_true(items1 == 100 || items2 == 100);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        assert_int_equal(t[i].job.leads.leads[0].id, i);
+        gw_job_clear_results(&t[i].job);
+    }
+    free(t);
+    env_done(&e);
+}
+
+static void test_coalesce_gather_window(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_echo, 0, 0});
+    e.cfg.coalesce_window_ms = 150;
+    env_start(&e);
+    tjob t[3];
+    for (int i = 0; i < 3; i++)
+        make_email(&t[i], i, 5000);
+    int64_t t0 = gw_now_ms();
+    gw_upstream_submit(e.u, &t[0].job);
+    usleep(30 * 1000);
+    gw_upstream_submit(e.u, &t[1].job);
+    gw_upstream_submit(e.u, &t[2].job);
+    assert_true(wait_all(t, 3, 5000));
+    assert_true(t[0].done_at - t0 >= 140); /* waited for company */
+    assert_int_equal(fake_nreqs(e.f), 1);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
 static int group_setup(void **state)
 {
     b_get_ok = load("successGetMultipleLeads.xml");
@@ -1037,6 +1396,7 @@ static int group_setup(void **state)
     b_huge.data[b_huge.len] = '\0';
     soap_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    ckeys_init();
     return 0;
 }
 
@@ -1080,6 +1440,14 @@ int main(void)
         cmocka_unit_test(test_fault_20015_quota),
         cmocka_unit_test(test_sync_fault_retried),
         cmocka_unit_test(test_metrics_exported),
+        cmocka_unit_test(test_coalesce_batch),
+        cmocka_unit_test(test_coalesce_single_flight),
+        cmocka_unit_test(test_coalesce_fault_each_member),
+        cmocka_unit_test(test_coalesce_retry_as_one),
+        cmocka_unit_test(test_coalesce_queue_deadline),
+        cmocka_unit_test(test_coalesce_shapes_apart),
+        cmocka_unit_test(test_coalesce_split_100),
+        cmocka_unit_test(test_coalesce_gather_window),
     };
     return cmocka_run_group_tests_name("upstream", tests, group_setup, group_teardown);
 }
