@@ -1,0 +1,88 @@
+/* tests/fuzz/fuzz_query.c - GET /leads query string -> selector -> binding.
+ *
+ * Input: the raw query string (a NUL-terminated copy of the bytes).
+ * gw_query_parse_string() with limits {1000, 1000, 100}; when it accepts
+ * and the selector has a binding (list or updated-at selector), the binding
+ * must parse again to a selector that is cursor-compatible with the first
+ * and whose own binding is the same string (what a cursor relies on).
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gateway/query.h"
+#include "fuzz_util.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Checks the invariants of an accepted selector. */
+static void check_selector(const gw_selector *s, const gw_query_limits *lim)
+{
+    if (s->has_selector && s->kind == SOAP_SEL_KEYS &&
+        (s->nkeys == 0 || s->nkeys > lim->max_keys || s->keys == NULL))
+        fuzz_fail("keys selector with %zu keys", s->nkeys);
+    for (size_t i = 0; i < s->nkeys; i++) {
+        size_t n = strlen(s->keys[i]);
+        if (n == 0 || n > GW_QUERY_MAX_VALUE || !gw_utf8_valid(s->keys[i], n))
+            fuzz_fail("key %zu: empty, too long or not UTF-8 (%zu bytes)", i, n);
+    }
+    if (s->limit < 1 || s->limit > lim->max_page_size)
+        fuzz_fail("limit %d out of 1..%d", s->limit, lim->max_page_size);
+    if (s->nfields > 0 && s->fields == NULL)
+        fuzz_fail("nfields %zu with fields NULL", s->nfields);
+    for (size_t i = 1; i < s->nfields; i++)
+        if (strcmp(s->fields[i - 1], s->fields[i]) >= 0)
+            fuzz_fail("fields not sorted or not unique at %zu", i);
+    if (!s->has_selector && s->cursor == NULL)
+        fuzz_fail("accepted a query with neither selector nor cursor");
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static const gw_query_limits lim = {1000, 1000, 100};
+    char *qs = fuzz_strndup(data, size);
+    char *binding = NULL;
+    char *binding2 = NULL;
+    char err[256];
+    gw_selector s;
+    gw_selector s2;
+    memset(&s, 0, sizeof s);
+    memset(&s2, 0, sizeof s2);
+    err[0] = '\0';
+
+    if (gw_query_parse_string(qs, &lim, &s, err, sizeof err) != 0) {
+        if (err[0] == '\0' || memchr(err, '\0', sizeof err) == NULL)
+            fuzz_fail("rejected query without a message");
+        goto out;
+    }
+    check_selector(&s, &lim);
+    binding = gw_selector_binding(&s);
+    if (binding == NULL) {
+        if (s.has_selector && s.kind != SOAP_SEL_KEYS)
+            fuzz_fail("list/updated-at selector without a binding");
+        goto out;
+    }
+    err[0] = '\0';
+    if (gw_query_parse_string(binding, &lim, &s2, err, sizeof err) != 0)
+        fuzz_fail("binding does not parse back: \"%s\": %s", binding, err);
+    check_selector(&s2, &lim);
+    binding2 = gw_selector_binding(&s2);
+    if (binding2 == NULL || strcmp(binding, binding2) != 0)
+        fuzz_fail("binding not stable: \"%s\" -> \"%s\"", binding,
+                  binding2 != NULL ? binding2 : "(null)");
+    if (!gw_selector_cursor_compatible(&s, &s2))
+        fuzz_fail("selector not compatible with its own binding \"%s\"", binding);
+    if (s2.kind != s.kind || s2.list_id != s.list_id ||
+        !fuzz_str_eq(s2.list_name, s.list_name) || s2.updated_since != s.updated_since ||
+        s2.updated_until != s.updated_until || !fuzz_str_eq(s2.fieldset, s.fieldset) ||
+        s2.limit != s.limit)
+        fuzz_fail("re-parsed binding \"%s\" is a different selector", binding);
+out:
+    free(binding);
+    free(binding2);
+    gw_selector_clear(&s);
+    gw_selector_clear(&s2);
+    free(qs);
+    return 0;
+}
