@@ -23,7 +23,7 @@ def from_meson(path):
     with open(path, encoding="utf-8", errors="replace") as fh:
         for line in fh:
             t = json.loads(line)
-            out = t.get("stdo") or ""
+            out = t.get("stdout") or t.get("stdo") or ""
             cases = [TAP.match(l) for l in out.splitlines()]
             cases = [m for m in cases if m]
             result = t.get("result", "")

@@ -58,7 +58,8 @@ run_suites() {
 
   echo "== $label: HTTP suites (pytest)"
   GATEWAY_BIN="$top/$dir/gateway/marketo-gateway" SIM_BIN="$top/$dir/sim/marketo-sim" \
-    "$PY" -m pytest -q -p no:cacheprovider --junitxml="$out/$label-pytest.xml" \
+    timeout 2400 "$PY" -m pytest -q -p no:cacheprovider -o faulthandler_timeout=300 \
+    --durations=15 --junitxml="$out/$label-pytest.xml" \
     tests/server tests/integration tests/redis_e2e tests/deploy >"$out/$label-pytest.log" 2>&1
   tail -15 "$out/$label-pytest.log"
   results+=("$label/http=$out/$label-pytest.xml")
