@@ -68,8 +68,11 @@ def test_rate_limit_429(fresh_sim, gateway_factory):
                                               "ratelimit.window_seconds": 2,
                                               "ratelimit.queue_timeout_ms": 1500})
 
+    # a distinct field set per request, so coalescing cannot merge them:
+    # this test is about the outbound budget, one SOAP call per lookup
     def one(i):
-        return requests.get(gw.base + "/leads", params={"email": demo_email(200 + i)},
+        return requests.get(gw.base + "/leads", params={"email": demo_email(200 + i),
+                                                         "fields": "Company,X%d" % i},
                             headers={"X-API-Key": "test-key"}, timeout=30)
     threads, results = run_threads(one, [(i,) for i in range(30)])
     for t in threads:
