@@ -4,10 +4,11 @@
  * Reading order: the structs, the submit side (gw_upstream_submit, any
  * thread), then the engine thread: engine_main() moves submitted jobs from the
  * mutex-protected inbox into the private waiting list (FIFO, doubly linked),
- * scan_waiting() expires jobs and takes limiter slots in order, start_call()
- * puts one job's envelope on the wire, finish_call() classifies the answer
- * into done / retry-later / give-up. Every job leaves through end_job(), which
- * calls its done callback exactly once and never under a lock.
+ * scan_waiting() expires jobs and takes a pacing token (pace_wait_ms) and a
+ * limiter slot for each call in order, start_call() puts one job's envelope
+ * on the wire, finish_call() classifies the answer into done / retry-later /
+ * give-up. Every job leaves through end_job(), which calls its done callback
+ * exactly once and never under a lock.
  *
  * Coalescing (see upstream.h): start_call() is the only place where jobs
  * become a call; it folds compatible waiting key jobs into the call it
@@ -135,9 +136,17 @@ struct gw_upstream {
     gw_histogram *m_queue_wait;              /* submit to first call start, seconds */
     gw_counter *m_coalesced;                 /* jobs served by a call they did not start */
     gw_histogram *m_keys_per_call;           /* distinct keys per getMultipleLeads key call */
+    gw_counter *m_pacing_waits;              /* calls started after waiting for a pacing token */
 
     int64_t gather_ms;             /* gateway.coalesce_window_ms */
     uint64_t call_gen;             /* bumped at each call start (single-flight rescans) */
+
+    /* pacing: a token bucket in front of the limiter (engine thread only) */
+    bool pace_on;                  /* pacing enabled (rl_calls_per_window > 0) */
+    double pace_rate;              /* tokens per ms: calls_per_window / window_ms */
+    double pace_burst;             /* bucket size: min(calls_per_window, max_concurrent) */
+    double pace_tokens;            /* tokens in the bucket as of pace_last_ms */
+    int64_t pace_last_ms;          /* monotonic time of the last refill */
 };
 
 /* How one attempt ended, as finish_call() classifies it. */
@@ -236,6 +245,9 @@ static void metrics_register(gw_upstream *u)
     u->m_keys_per_call = gw_metrics_histogram(
         "upstream_keys_per_call", "Distinct keys per getMultipleLeads key call", NULL,
         key_buckets, sizeof key_buckets / sizeof key_buckets[0]);
+    u->m_pacing_waits = gw_metrics_counter(
+        "upstream_pacing_waits_total",
+        "SOAP calls that waited for a pacing token before they started", NULL);
     /* jobs waiting and calls in flight are exported by ops.c from
      * gw_upstream_queued() / gw_upstream_in_flight() */
 }
@@ -341,6 +353,46 @@ static void call_destroy(gw_call *c)
     free(c);
 }
 
+/* Sets up the pacing bucket from the rate-limit settings: refill rate
+ * calls_per_window / window_ms, burst min(calls_per_window, max_concurrent)
+ * (at least 1), starting full. Pacing is off when calls_per_window <= 0. */
+static void pace_init(gw_upstream *u, const gw_config *cfg)
+{
+    int64_t calls = cfg->rl_calls_per_window;
+    int64_t window_ms = (cfg->rl_window_seconds > 0 ? cfg->rl_window_seconds : 20) * 1000;
+    u->pace_on = calls > 0;
+    if (!u->pace_on)
+        return;
+    int64_t burst = calls;
+    if (cfg->rl_max_concurrent > 0 && cfg->rl_max_concurrent < burst)
+        burst = cfg->rl_max_concurrent;
+    u->pace_rate = (double)calls / (double)window_ms;
+    u->pace_burst = (double)max64(1, burst);
+    u->pace_tokens = u->pace_burst;
+    u->pace_last_ms = gw_now_ms();
+}
+
+/* Refills the pacing bucket up to now. Returns 0 when a token is available,
+ * else the ms until the next one (engine thread). */
+static int64_t pace_wait_ms(gw_upstream *u, int64_t now)
+{
+    if (!u->pace_on)
+        return 0;
+    if (now > u->pace_last_ms) {
+        u->pace_tokens += (double)(now - u->pace_last_ms) * u->pace_rate;
+        if (u->pace_tokens > u->pace_burst)
+            u->pace_tokens = u->pace_burst;
+        u->pace_last_ms = now;
+    }
+    double missing = 1.0 - u->pace_tokens;
+    if (missing <= 1e-9)
+        return 0;
+    int64_t ms = (int64_t)(missing / u->pace_rate);
+    if ((double)ms * u->pace_rate < missing)
+        ms++;
+    return ms < 1 ? 1 : ms;
+}
+
 static char *dup_or_empty(const char *s)
 {
     return strdup(s ? s : "");
@@ -388,6 +440,7 @@ gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, s
     u->max_calls = (long)max64(UP_MIN_HOST_CONNS, cfg->rl_max_concurrent + 4);
     u->last_hint_ms = 1000;
     u->gather_ms = cfg->coalesce_window_ms > 0 ? min64(cfg->coalesce_window_ms, 1000) : 0;
+    pace_init(u, cfg);
     u->rng = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)u << 16) ^ 0x9e3779b97f4a7c15ull;
     if (!u->endpoint || !u->user_id || !u->encryption_key) {
         snprintf(err, errlen, "upstream: out of memory");
@@ -435,6 +488,7 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     job->solo = false;
     job->coalesced = false;
     job->attach_gen = 0;
+    job->paced = false;
 
     pthread_mutex_lock(&u->mu);
     if (u->exited) {
@@ -907,6 +961,7 @@ static size_t start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64
         if (m->attempts == 0)
             observe(u->m_queue_wait, (double)(now - m->enqueued_ms) / 1000.0);
         m->attempts++;
+        m->paced = false;
         if (m != job)
             note_coalesced(u, m);
     }
@@ -1494,6 +1549,15 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
             blocked = true;
             continue;
         }
+        int64_t pace_ms = pace_wait_ms(u, now);
+        if (pace_ms > 0) {
+            /* pacing: no token yet; the job (and whoever merges with it)
+             * goes at the next one */
+            blocked = true;
+            job->paced = true;
+            wake = min64(wake, now + pace_ms);
+            continue;
+        }
         if (now < u->limiter_retry_at_ms) {
             /* the limiter said WAIT: asking again before its hint (a Redis
              * round trip per socket event) would not help */
@@ -1506,6 +1570,12 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
         gw_limit_result lr = u->lim->ops->try_acquire(u->lim, wall_ms(), &slot, &hint);
         switch (lr) {
         case GW_LIMIT_OK:
+            if (u->pace_on)
+                u->pace_tokens -= 1.0;
+            if (job->paced) {
+                job->paced = false;
+                metric_add(u->m_pacing_waits);
+            }
             waiting_unlink(u, job);
             if (start_call(u, job, &slot, now) > 0)
                 next = u->wait_head; /* jobs further on may have joined the call */

@@ -40,6 +40,23 @@
  * the same backoff, so they merge again). job->attempts counts every call
  * the job was a member of (rider or batched): what that request spent.
  * Follow-up pages (stream_position set) never merge.
+ *
+ * Pacing: a token bucket sits in front of the limiter. Every SOAP call
+ * (first attempts and retries alike: each counts in Marketo's window) takes
+ * one token; riders on a call in flight take none. Refill rate =
+ * ratelimit.calls_per_window / (window_seconds * 1000) tokens per ms, burst =
+ * min(calls_per_window, max_concurrent) (10 with the defaults 100 / 20 s /
+ * 10: 5 calls/s after a burst of 10). The bucket starts full, so an idle
+ * engine adds no latency; without a token the first waiting job and every
+ * job behind it wait (and merge) until the next token, and the engine sleeps
+ * at most until then. The limiter's rules still apply on top: pacing is only
+ * stricter. calls_per_window <= 0 turns pacing off. With the Redis limiter
+ * each replica paces at the whole fleet's rate (it does not know how many
+ * replicas there are), so N busy replicas may ask for up to N times the
+ * fleet rate; the shared Redis window still grants exactly calls_per_window
+ * per window across the fleet, and the surplus waits in each replica's list
+ * (merging further) as it does without pacing. upstream_pacing_waits_total
+ * counts calls whose starter had to wait for a token.
  */
 #ifndef GW_UPSTREAM_H
 #define GW_UPSTREAM_H
@@ -124,6 +141,7 @@ struct gw_job {
     bool solo;                    /* never merged with other jobs (a merged answer paged) */
     bool coalesced;               /* counted in upstream_coalesced_jobs_total already */
     uint64_t attach_gen;          /* call generation last checked for single flight */
+    bool paced;                   /* held back by pacing since its last start (metrics) */
 };
 
 typedef struct gw_upstream gw_upstream;

@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <inttypes.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -90,6 +91,7 @@ typedef struct fake {
     char *soapaction[MAX_REQS]; /* their SOAPAction headers */
     char *ctype[MAX_REQS];      /* their Content-Type headers */
     int nreqs;                  /* requests received (complete bodies) */
+    int64_t arrived_ms[MAX_REQS]; /* monotonic ms at which each body was complete */
     int inflight;               /* requests being handled now */
     int max_inflight;           /* most at once */
     int connections;            /* TCP connections accepted */
@@ -205,6 +207,7 @@ static enum MHD_Result fake_handler(void *cls, struct MHD_Connection *conn, cons
         f->bodies[f->nreqs] = rs->buf ? strdup(rs->buf) : strdup("");
         f->soapaction[f->nreqs] = dup_header(conn, "SOAPAction");
         f->ctype[f->nreqs] = dup_header(conn, "Content-Type");
+        f->arrived_ms[f->nreqs] = gw_now_ms();
         f->nreqs++;
     }
     pthread_mutex_unlock(&f->mu);
@@ -1376,6 +1379,138 @@ static void test_coalesce_gather_window(void **state)
     env_done(&e);
 }
 
+/* ---- pacing ---------------------------------------------------------------------- */
+
+/* Reads a counter without labels from /metrics (-1 when absent). */
+static long metric_value(const char *name)
+{
+    size_t len = 0;
+    char *txt = gw_metrics_render(&len);
+    assert_non_null(txt);
+    char pat[128];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(txt, pat);
+    long v = p ? strtol(p + strlen(pat), NULL, 10) : -1;
+    free(txt);
+    return v;
+}
+
+/* 10 calls per 2 s (5/s) with 4 in flight: burst min(10, 4) = 4. Ten sync
+ * jobs at once (they never merge): four go at once, the next six one per
+ * token, ~200 ms apart. Then, after a pause, an idle job goes at once. */
+static void test_pacing_spacing(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_sync_ok, 0, 0});
+    e.cfg.rl_calls_per_window = 10;
+    e.cfg.rl_window_seconds = 2;
+    e.cfg.rl_max_concurrent = 4;
+    env_start(&e);
+    long waits0 = metric_value("upstream_pacing_waits_total");
+    assert_true(waits0 >= 0);
+    enum { N = 10 };
+    tjob t[N];
+    int64_t t0 = gw_now_ms();
+    for (int i = 0; i < N; i++) {
+        make_sync(&t[i], false, 5000);
+        gw_upstream_submit(e.u, &t[i].job);
+    }
+    assert_true(wait_all(t, N, 5000));
+    assert_int_equal(fake_nreqs(e.f), N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        gw_job_clear_results(&t[i].job);
+    }
+    int64_t *at = e.f->arrived_ms;
+    assert_true(at[3] - t0 < 100); /* the burst: no wait */
+    for (int i = 4; i < N; i++) {
+        int64_t gap = at[i] - at[i - 1];
+        fprintf(stderr, "# call %d: +%" PRId64 " ms after the previous\n", i, gap);
+        assert_true(gap >= 150);
+        assert_true(gap <= 400);
+    }
+    assert_true(metric_value("upstream_pacing_waits_total") - waits0 >= N - 4);
+
+    /* idle again (1 s refills 5 tokens): a new job goes at once */
+    usleep(1000 * 1000);
+    tjob idle;
+    make_sync(&idle, false, 5000);
+    int64_t s0 = gw_now_ms();
+    gw_upstream_submit(e.u, &idle.job);
+    assert_true(wait_all(&idle, 1, 3000));
+    assert_int_equal(idle.job.outcome, GW_OUT_OK);
+    assert_int_equal(fake_nreqs(e.f), N + 1);
+    fprintf(stderr, "# idle job reached the server after %" PRId64 " ms\n", at[N] - s0);
+    assert_true(at[N] - s0 < 20);
+    gw_job_clear_results(&idle.job);
+    env_done(&e);
+}
+
+/* A fresh engine with pacing on: the very first job is not delayed. */
+static void test_pacing_idle_no_delay(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_echo, 0, 0});
+    e.cfg.rl_calls_per_window = 10;
+    e.cfg.rl_window_seconds = 2;
+    env_start(&e);
+    tjob t;
+    make_email(&t, 7, 2000);
+    int64_t s0 = gw_now_ms();
+    gw_upstream_submit(e.u, &t.job);
+    assert_true(wait_all(&t, 1, 3000));
+    assert_int_equal(t.job.outcome, GW_OUT_OK);
+    assert_int_equal(fake_nreqs(e.f), 1);
+    assert_true(e.f->arrived_ms[0] - s0 < 20);
+    assert_true(t.done_at - s0 < 50);
+    gw_job_clear_results(&t.job);
+    env_done(&e);
+}
+
+/* Merging under pacing: 200 distinct key jobs arrive over 1 s (5 every
+ * 25 ms) at 5 calls/s with a burst of 10: once the burst is spent, waiting
+ * jobs pile up and each token's call carries many keys. */
+static void test_pacing_merges(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_echo, 0, 0});
+    e.cfg.rl_calls_per_window = 10;
+    e.cfg.rl_window_seconds = 2;
+    e.cfg.rl_max_concurrent = 10;
+    env_start(&e);
+    enum { N = 200 };
+    tjob *t = calloc(N, sizeof *t);
+    assert_non_null(t);
+    for (int i = 0; i < N; i++) {
+        make_email(&t[i], i, 8000);
+        gw_upstream_submit(e.u, &t[i].job);
+        if (i % 5 == 4)
+            usleep(25 * 1000);
+    }
+    assert_true(wait_all(t, N, 8000));
+    int n = fake_nreqs(e.f);
+    int total = 0, most = 0;
+    for (int r = 0; r < n; r++) {
+        int items = 0;
+        for (const char *p = e.f->bodies[r]; (p = strstr(p, "<stringItem>")); p++)
+            items++;
+        total += items;
+        most = items > most ? items : most;
+    }
+    fprintf(stderr, "# %d calls for %d keys, at most %d in one\n", n, total, most);
+    assert_int_equal(total, N);
+    assert_true(n <= 20); /* ~10 burst + ~5 paced + the tail; unpaced it would be ~40 */
+    assert_true(most >= 20);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].job.leads.nleads, 1);
+        assert_int_equal(t[i].job.leads.leads[0].id, i);
+        gw_job_clear_results(&t[i].job);
+    }
+    free(t);
+    env_done(&e);
+}
+
 static int group_setup(void **state)
 {
     b_get_ok = load("successGetMultipleLeads.xml");
@@ -1448,6 +1583,9 @@ int main(void)
         cmocka_unit_test(test_coalesce_shapes_apart),
         cmocka_unit_test(test_coalesce_split_100),
         cmocka_unit_test(test_coalesce_gather_window),
+        cmocka_unit_test(test_pacing_spacing),
+        cmocka_unit_test(test_pacing_idle_no_delay),
+        cmocka_unit_test(test_pacing_merges),
     };
     return cmocka_run_group_tests_name("upstream", tests, group_setup, group_teardown);
 }
