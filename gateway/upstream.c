@@ -1513,7 +1513,8 @@ static void expire_job(gw_upstream *u, gw_job *job, gw_outcome o)
 static int64_t scan_waiting(gw_upstream *u, int64_t now)
 {
     int64_t wake = now + UP_MAX_POLL_MS;
-    bool blocked = false;
+    bool blocked = false;      /* no call may start now (concurrency, limiter) */
+    bool pace_blocked = false; /* no key lookup may start now (pacing) */
     gw_job *next;
     for (gw_job *job = u->wait_head; job; job = next) {
         next = job->q_next;
@@ -1549,11 +1550,17 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
             blocked = true;
             continue;
         }
-        int64_t pace_ms = pace_wait_ms(u, now);
+        /* Pacing holds back key lookups only: they are what merging helps.
+         * Syncs and list pages cannot merge, so waiting would only slow
+         * them; they go straight to the limiter, which keeps the window. */
+        bool paced_kind = is_key_job(job);
+        if (paced_kind && pace_blocked)
+            continue;
+        int64_t pace_ms = paced_kind ? pace_wait_ms(u, now) : 0;
         if (pace_ms > 0) {
             /* pacing: no token yet; the job (and whoever merges with it)
-             * goes at the next one */
-            blocked = true;
+             * goes at the next one; later key jobs wait behind it */
+            pace_blocked = true;
             job->paced = true;
             wake = min64(wake, now + pace_ms);
             continue;
@@ -1570,7 +1577,7 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
         gw_limit_result lr = u->lim->ops->try_acquire(u->lim, wall_ms(), &slot, &hint);
         switch (lr) {
         case GW_LIMIT_OK:
-            if (u->pace_on)
+            if (u->pace_on && paced_kind)
                 u->pace_tokens -= 1.0;
             if (job->paced) {
                 job->paced = false;

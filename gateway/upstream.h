@@ -41,14 +41,16 @@
  * the job was a member of (rider or batched): what that request spent.
  * Follow-up pages (stream_position set) never merge.
  *
- * Pacing: a token bucket sits in front of the limiter. Every SOAP call
- * (first attempts and retries alike: each counts in Marketo's window) takes
- * one token; riders on a call in flight take none. Refill rate =
+ * Pacing: a token bucket sits in front of the limiter, for key lookups only
+ * (the calls merging helps): each key-lookup call, first attempt or retry,
+ * takes one token; riders on a call in flight take none. Syncs and list
+ * pages cannot merge: they skip the bucket, go straight to the limiter and
+ * may overtake paced lookups. Refill rate =
  * ratelimit.calls_per_window / (window_seconds * 1000) tokens per ms, burst =
  * min(calls_per_window, max_concurrent) (10 with the defaults 100 / 20 s /
  * 10: 5 calls/s after a burst of 10). The bucket starts full, so an idle
- * engine adds no latency; without a token the first waiting job and every
- * job behind it wait (and merge) until the next token, and the engine sleeps
+ * engine adds no latency; without a token the first waiting key job and every
+ * key job behind it wait (and merge) until the next token, and the engine sleeps
  * at most until then. The limiter's rules still apply on top: pacing is only
  * stricter. calls_per_window <= 0 turns pacing off. With the Redis limiter
  * each replica paces at the whole fleet's rate (it does not know how many

@@ -1401,7 +1401,7 @@ static long metric_value(const char *name)
 static void test_pacing_spacing(void **state)
 {
     env e;
-    env_init(&e, (canned){200, &b_sync_ok, 0, 0});
+    env_init(&e, (canned){200, &b_echo, 0, 0});
     e.cfg.rl_calls_per_window = 10;
     e.cfg.rl_window_seconds = 2;
     e.cfg.rl_max_concurrent = 4;
@@ -1412,7 +1412,8 @@ static void test_pacing_spacing(void **state)
     tjob t[N];
     int64_t t0 = gw_now_ms();
     for (int i = 0; i < N; i++) {
-        make_sync(&t[i], false, 5000);
+        make_email(&t[i], i, 5000);
+        t[i].job.get.batch_size = 100 + i; /* distinct: no merging, one call each */
         gw_upstream_submit(e.u, &t[i].job);
     }
     assert_true(wait_all(t, N, 5000));
@@ -1434,7 +1435,7 @@ static void test_pacing_spacing(void **state)
     /* idle again (1 s refills 5 tokens): a new job goes at once */
     usleep(1000 * 1000);
     tjob idle;
-    make_sync(&idle, false, 5000);
+    make_email(&idle, 20, 5000);
     int64_t s0 = gw_now_ms();
     gw_upstream_submit(e.u, &idle.job);
     assert_true(wait_all(&idle, 1, 3000));
@@ -1443,6 +1444,36 @@ static void test_pacing_spacing(void **state)
     fprintf(stderr, "# idle job reached the server after %" PRId64 " ms\n", at[N] - s0);
     assert_true(at[N] - s0 < 20);
     gw_job_clear_results(&idle.job);
+    env_done(&e);
+}
+
+/* Syncs are not paced (they cannot merge): twelve at once, with a burst of
+ * 4 and 5 tokens a second, all reach the server well before pacing would
+ * have let them (8 more tokens = 1.6 s). The limiter still counts them. */
+static void test_pacing_spares_syncs(void **state)
+{
+    env e;
+    env_init(&e, (canned){200, &b_sync_ok, 0, 0});
+    e.cfg.rl_calls_per_window = 100;
+    e.cfg.rl_window_seconds = 20;
+    e.cfg.rl_max_concurrent = 4;
+    env_start(&e);
+    enum { N = 12 };
+    tjob t[N];
+    int64_t t0 = gw_now_ms();
+    for (int i = 0; i < N; i++) {
+        make_sync(&t[i], false, 5000);
+        gw_upstream_submit(e.u, &t[i].job);
+    }
+    assert_true(wait_all(t, N, 5000));
+    assert_int_equal(fake_nreqs(e.f), N);
+    int64_t last = e.f->arrived_ms[N - 1] - t0;
+    fprintf(stderr, "# 12 syncs reached the server within %" PRId64 " ms\n", last);
+    assert_true(last < 800);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        gw_job_clear_results(&t[i].job);
+    }
     env_done(&e);
 }
 
@@ -1585,6 +1616,7 @@ int main(void)
         cmocka_unit_test(test_coalesce_gather_window),
         cmocka_unit_test(test_pacing_spacing),
         cmocka_unit_test(test_pacing_idle_no_delay),
+        cmocka_unit_test(test_pacing_spares_syncs),
         cmocka_unit_test(test_pacing_merges),
     };
     return cmocka_run_group_tests_name("upstream", tests, group_setup, group_teardown);
