@@ -5,11 +5,17 @@
  * and the selector has a binding (list or updated-at selector), the binding
  * must parse again to a selector that is cursor-compatible with the first
  * and whose own binding is the same string (what a cursor relies on).
+ * Every accepted selector must also encode as a getMultipleLeads envelope
+ * (keys 100 per call, list, or updated-at window; fields as
+ * includeAttributes) that is well-formed XML: the query parser must not let
+ * through a value the SOAP builder refuses (that would be a 500, not a 400).
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <libxml/parser.h>
 
 #include "gateway/query.h"
 #include "fuzz_util.h"
@@ -38,8 +44,71 @@ static void check_selector(const gw_selector *s, const gw_query_limits *lim)
         fuzz_fail("accepted a query with neither selector nor cursor");
 }
 
+/* Builds the getMultipleLeads envelope(s) of an accepted selector and checks
+ * each is accepted by the builder and parses as XML. */
+static void check_envelopes(const gw_selector *s)
+{
+    if (!s->has_selector)
+        return;
+    static const soap_auth auth = {"bigcorp1_461839624B16E06BA2D663",
+                                   "899756834129871744AAEE88DDCC77CDEEDEC1AAAD66",
+                                   "2013-08-02T15:47:06-07:00"};
+    char oldest[SOAP_TIMESTAMP_LEN];
+    char latest[SOAP_TIMESTAMP_LEN];
+    soap_get_multiple p;
+    memset(&p, 0, sizeof p);
+    p.kind = s->kind;
+    p.batch_size = s->limit;
+    p.attrs = (const char *const *)s->fields;
+    p.nattrs = s->fields != NULL ? s->nfields : 0;
+    if (s->kind == SOAP_SEL_STATIC_LIST) {
+        p.list_name = s->list_name;
+        p.list_id = s->list_id;
+    } else if (s->kind == SOAP_SEL_UPDATED_AT) {
+        if (soap_timestamp_format((time_t)s->updated_since, 0, oldest) != SOAP_OK)
+            fuzz_fail("updatedSince %lld cannot be formatted", (long long)s->updated_since);
+        p.oldest_updated_at = oldest;
+        if (s->updated_until != 0) {
+            if (soap_timestamp_format((time_t)s->updated_until, 0, latest) != SOAP_OK)
+                fuzz_fail("updatedUntil %lld cannot be formatted",
+                          (long long)s->updated_until);
+            p.latest_updated_at = latest;
+        }
+    }
+    size_t off = 0;
+    do {
+        if (s->kind == SOAP_SEL_KEYS) {
+            p.key_type = s->key_type;
+            p.keys = (const char *const *)s->keys + off;
+            p.nkeys = s->nkeys - off < SOAP_MAX_KEYS_PER_CALL ? s->nkeys - off
+                                                              : SOAP_MAX_KEYS_PER_CALL;
+            off += p.nkeys;
+        }
+        char *xml = NULL;
+        size_t xlen = 0;
+        soap_err serr;
+        memset(&serr, 0, sizeof serr);
+        int rc = soap_build_get_multiple_leads(&auth, &p, &xml, &xlen, &serr);
+        if (rc != SOAP_OK)
+            fuzz_fail("accepted selector (kind %d) does not encode: %d %s", (int)s->kind, rc,
+                      serr.msg);
+        xmlDocPtr doc = xmlReadMemory(xml, (int)xlen, "envelope.xml", NULL,
+                                      XML_PARSE_NONET | XML_PARSE_NOERROR |
+                                          XML_PARSE_NOWARNING);
+        if (doc == NULL)
+            fuzz_fail("getMultipleLeads envelope is not well-formed XML");
+        xmlFreeDoc(doc);
+        free(xml);
+    } while (s->kind == SOAP_SEL_KEYS && off < s->nkeys);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static bool inited;
+    if (!inited) {
+        soap_init();
+        inited = true;
+    }
     static const gw_query_limits lim = {1000, 1000, 100};
     char *qs = fuzz_strndup(data, size);
     char *binding = NULL;
@@ -57,6 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         goto out;
     }
     check_selector(&s, &lim);
+    check_envelopes(&s);
     binding = gw_selector_binding(&s);
     if (binding == NULL) {
         if (s.has_selector && s.kind != SOAP_SEL_KEYS)

@@ -4,12 +4,17 @@
  * syncMultipleLeads; modulo 4), the rest is the HTTP body. Checks the
  * contract of soap/soap.h besides memory safety: on SOAP_OK every string the
  * result holds is readable and every attribute has a name; on
- * SOAP_ERR_FAULT the result is empty; any other status fills err.
+ * SOAP_ERR_FAULT the result is empty; any other status fills err. Parsed
+ * leads are also turned into the gateway's JSON (gw_lead_to_json, the typed
+ * attribute conversion) and serialised: never NULL.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <jansson.h>
+
+#include "gateway/leadjson.h"
 #include "soap/soap.h"
 #include "fuzz_util.h"
 
@@ -37,6 +42,14 @@ static void check_lead(const soap_lead *l, size_t i)
         touch(l->attrs[a].type);
         touch(l->attrs[a].value);
     }
+    json_t *j = gw_lead_to_json(l);
+    if (j == NULL)
+        fuzz_fail("lead %zu: gw_lead_to_json returned NULL", i);
+    char *text = json_dumps(j, JSON_COMPACT);
+    if (text == NULL)
+        fuzz_fail("lead %zu: its JSON does not serialise", i);
+    free(text);
+    json_decref(j);
 }
 
 /* Checks a leads result after rc; is_get_lead: getLead (no stream position). */
