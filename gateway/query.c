@@ -153,6 +153,11 @@ static int check_value(const char *pname, const char *v, size_t len, char *err, 
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7f)
             return fail(err, errlen, "%s: control character in value", pname);
+        /* U+FFFE and U+FFFF are valid UTF-8 but not XML characters: the
+         * envelope builder would refuse them after a slot was spent */
+        if (c == 0xEF && i + 2 < len && (unsigned char)v[i + 1] == 0xBF &&
+            ((unsigned char)v[i + 2] == 0xBE || (unsigned char)v[i + 2] == 0xBF))
+            return fail(err, errlen, "%s: character XML cannot carry in value", pname);
     }
     if (!gw_utf8_valid(v, len))
         return fail(err, errlen, "%s: value is not valid UTF-8", pname);

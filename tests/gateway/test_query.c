@@ -136,6 +136,8 @@ static void test_value_rejections(void **state)
     bad("email=%F4%90%80%80", "not valid UTF-8"); /* above U+10FFFF */
     bad("email=%FF", "not valid UTF-8");
     bad("email=%C3", "not valid UTF-8");
+    bad("email=a%EF%BF%BEb", "character XML cannot carry"); /* U+FFFE */
+    bad("staticList=List%EF%BF%BF", "character XML cannot carry"); /* U+FFFF */
     bad("email=%zz", "percent-encoding");
     bad("email=abc%4", "percent-encoding");
     bad("email=abc%", "percent-encoding");
