@@ -183,7 +183,7 @@ class Sim:
         args = [binary, "--listen", "127.0.0.1:0", "--user-id", USER_ID,
                 "--encryption-key", ENC_KEY, "--leads", str(SIM_LEADS),
                 "--calls-per-window", "1000", "--window-seconds", "20",
-                "--max-concurrent", "10"]
+                "--max-concurrent", "10", "--daily-quota", "0"]
         self.log_path = os.path.join(tmp, "sim.log")
         self.logf = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf,
@@ -223,7 +223,7 @@ class Gateway:
             "auth": {"api_keys": API_KEY},
             "redis": {"url": "redis://127.0.0.1:%d/0" % redis_port},
             "ratelimit": {"calls_per_window": "1000", "window_seconds": "20",
-                          "max_concurrent": "10"},
+                          "max_concurrent": "10", "daily_quota": "10000000"},
         }
         self.ini = os.path.join(tmp, "gateway.ini")
         with open(self.ini, "w") as f:
@@ -842,9 +842,14 @@ def main():
     ap.add_argument("--keep", action="store_true", default=os.environ.get("SOAK_KEEP") == "1")
     args = ap.parse_args()
     soak = Soak(args)
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt("signal %d" % signum)
+    signal.signal(signal.SIGTERM, on_signal)
     try:
         rc = soak.run()
-    except Exception:
+    except BaseException:
+        # stop every child (the drivers' threads are daemons and die with us)
         for name in ("gw", "sim", "redis"):
             obj = getattr(soak, name, None)
             if obj is not None and getattr(obj, "proc", None) is not None:
