@@ -105,6 +105,7 @@ static const key_def keys[] = {
 
     K_SECRET("auth", "api_keys", api_keys),
     K_BOOL("auth", "disabled", auth_disabled, "false"),
+    K_INT("auth", "key_calls_per_minute", auth_key_calls_per_minute, "0", 0, 1000000),
 
     K_SECRET("cursor", "secret", cursor_secret),
     K_INT("cursor", "ttl_seconds", cursor_ttl_seconds, "3600", 1, 30 * 86400),

@@ -46,6 +46,7 @@ typedef struct gw_config {
     /* [auth] */
     char *api_keys;               /* comma-separated inbound keys (secret) */
     bool auth_disabled;           /* true turns auth off; only with api_keys empty */
+    int64_t auth_key_calls_per_minute; /* per-API-key requests needing Marketo per minute (0: off) */
 
     /* [cursor] */
     char *cursor_secret;          /* MAC key (secret); empty: random per process */

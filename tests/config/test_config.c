@@ -689,7 +689,7 @@ static void test_key_table(void **state)
         if (!found)
             fail_msg("%s missing from the table", required[r]);
     }
-    assert_int_equal(gw_config_key_count(), 40);
+    assert_int_equal(gw_config_key_count(), 41);
 }
 
 /* ---- command line ------------------------------------------------------- */
