@@ -232,8 +232,9 @@ int main(int argc, char **argv)
     int sig = 0;
     while (sigwait(&set, &sig) != 0)
         ;
-    int64_t deadline = gw_now_ms() + (cfg.drain_timeout_ms > 0 ? cfg.drain_timeout_ms : 0);
+    /* At once: /readyz sees the signal as pending until sigwait took it. */
     atomic_store(&app.draining, true);
+    int64_t deadline = gw_now_ms() + (cfg.drain_timeout_ms > 0 ? cfg.drain_timeout_ms : 0);
     GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:I, s:I}", "signal", sig,
                                   "in_progress", (json_int_t)gw_server_active(srv),
                                   "drain_timeout_ms", (json_int_t)cfg.drain_timeout_ms),

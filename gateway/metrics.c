@@ -70,6 +70,7 @@ typedef struct family {
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static family *families_first, *families_last;
+static _Atomic uint64_t generation = 1; /* advanced by every gw_metrics_reset */
 
 static bool valid_name(const char *name)
 {
@@ -410,5 +411,11 @@ void gw_metrics_reset(void)
         f = next;
     }
     families_first = families_last = NULL;
+    atomic_fetch_add(&generation, 1);
     pthread_mutex_unlock(&reg_lock);
+}
+
+uint64_t gw_metrics_generation(void)
+{
+    return atomic_load_explicit(&generation, memory_order_acquire);
 }

@@ -42,7 +42,13 @@ char *gw_metrics_render(size_t *len);
 /* Escapes a label value (\\, \", \n) into out; returns 0 or -1 if too long. */
 int gw_metrics_escape(const char *in, char *out, size_t outlen);
 
-/* Frees every series (tests, shutdown). */
+/* Frees every series (tests, shutdown). Pointers returned before become
+ * invalid; gw_metrics_generation() changes. */
 void gw_metrics_reset(void);
+
+/* A number that changes at every gw_metrics_reset(): a caller that keeps
+ * series pointers across requests (server.c's per-route cache) checks it
+ * before using one. */
+uint64_t gw_metrics_generation(void);
 
 #endif /* GW_METRICS_H */

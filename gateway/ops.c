@@ -1,7 +1,9 @@
 /* gateway/ops.c - the operations routes: /healthz, /readyz, /metrics,
  * /openapi.json. None needs an API key (server.c's route table says so).
  */
+#include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 
 #include "gateway/log.h"
@@ -23,12 +25,24 @@ void gw_handle_healthz(gw_req *r)
     gw_req_reply_json(r, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* Whether a SIGTERM or SIGINT is pending for the process: sent, but not
+ * yet taken by main's sigwait (every thread blocks both). */
+static bool stop_signal_pending(void)
+{
+    sigset_t pending;
+    if (sigpending(&pending) != 0)
+        return false;
+    return sigismember(&pending, SIGTERM) == 1 || sigismember(&pending, SIGINT) == 1;
+}
+
 /* GET /readyz: 200 when the gateway can serve lead routes; 503 while
- * draining (SIGTERM seen) or when marketo.soap_endpoint is not set. */
+ * draining (SIGTERM seen, or sent and not yet taken by main: a probe that
+ * races the signal already sees 503) or when marketo.soap_endpoint is not
+ * set. */
 void gw_handle_readyz(gw_req *r)
 {
     gw_app *app = gw_req_app(r);
-    if (atomic_load(&app->draining)) {
+    if (atomic_load(&app->draining) || stop_signal_pending()) {
         gw_req_reply_problem(r, 503, "Not ready", "draining: the gateway is shutting down",
                              json_pack("{s:s}", "type", "draining"));
         return;

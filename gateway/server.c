@@ -30,6 +30,7 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,18 @@
 #define GW_MAX_EXTRA_HEADERS 16        /* gw_req_add_header entries per reply */
 #define GW_HEADER_VALUE_MAX 1024       /* longest added header value */
 #define GW_DISCARD_MAX (4u << 20)      /* body bytes thrown away after the cap before hanging up */
-#define GW_CONN_MEMORY_LIMIT (128u << 10) /* per-connection pool: request line + headers */
+/* libmicrohttpd's per-connection memory pool: it holds the request line
+ * (the whole query string), the headers, and libmicrohttpd's bookkeeping.
+ * libmicrohttpd 0.9.75 zeroes the whole pool when a keep-alive connection
+ * starts its next request, so every connection that has served one request
+ * keeps its whole pool resident: RSS grows by this much per open
+ * connection. 32 KiB holds a lookup of gateway.max_keys (1000) typical
+ * e-mails (~25 bytes each, comma-separated: ~26 KB of query string) with
+ * the headers; a request line or header block larger than the pool gets
+ * libmicrohttpd's own 414 (URI too long) or 431. With 5,000 idle keep-alive
+ * connections: ~175 MB (128 KiB: 641 MB; 8 KiB: ~55 MB but only ~250
+ * e-mails a lookup). Not a setting (config/ has no key for it). */
+#define GW_CONN_MEMORY_LIMIT (32u << 10)
 #define GW_PROBLEM_URN "urn:marketo-gateway:problem:"
 #define GW_CORS_ALLOW_HEADERS "Authorization, X-API-Key, Content-Type, X-Request-ID, Cache-Control"
 #define GW_CORS_EXPOSE_HEADERS "X-Request-ID, X-Cache, Retry-After"
@@ -83,6 +95,28 @@ static const gw_route routes[] = {
 /* ROUTES-END */
 #define NROUTES (sizeof routes / sizeof routes[0])
 
+/* Route labels of the per-request metrics: one per route (its pattern),
+ * then "method_not_allowed" and "unmatched". */
+#define NROUTE_LABELS (NROUTES + 2)
+#define ROUTE_LABEL_MNA NROUTES
+#define ROUTE_LABEL_UNMATCHED (NROUTES + 1)
+
+/* Method labels of the per-request metrics, "OTHER" last. */
+static const char *const method_labels[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER"};
+#define NMETHOD_LABELS (sizeof method_labels / sizeof method_labels[0])
+
+/* A per-request metric series found once and kept: the registry's lookup
+ * takes its mutex and compares strings, too much for every request. Nodes
+ * are pushed lock-free onto a list per (route, method) and never freed
+ * before gw_server_stop; a node from before a gw_metrics_reset (other
+ * generation) is skipped. */
+typedef struct series_node {
+    unsigned status;          /* the counter's status label; 0 for a histogram */
+    uint64_t gen;             /* gw_metrics_generation() when it was looked up */
+    void *series;             /* gw_counter * or gw_histogram * */
+    struct series_node *next; /* next node of the same list */
+} series_node;
+
 /* Where a request is in its life. */
 typedef enum req_phase {
     PHASE_BODY = 0,   /* reading the body */
@@ -110,6 +144,8 @@ struct gw_server {
     atomic_size_t active;           /* gw_req not yet completed */
     atomic_bool quiesced;           /* gw_server_quiesce done */
     gw_gauge *in_flight;            /* http_requests_in_flight */
+    _Atomic(series_node *) counters[NROUTE_LABELS][NMETHOD_LABELS]; /* http_requests_total, per status */
+    _Atomic(series_node *) durations[NROUTE_LABELS]; /* http_request_duration_seconds */
 };
 
 struct gw_req {
@@ -174,24 +210,54 @@ static bool request_id_valid(const char *s)
     return n > 0;
 }
 
-/* Fills out (33 bytes) with 128 random bits as 32 lower-case hex digits. */
+/* Per-thread xoshiro256** state for request ids (all zero: not seeded). */
+static _Thread_local uint64_t rid_state[4];
+
+/* Seeds this thread's request-id generator from OpenSSL's CSPRNG (the
+ * clock, the thread and a process-wide counter if that fails). */
+static void rid_seed(void)
+{
+    if (RAND_bytes((unsigned char *)rid_state, (int)sizeof rid_state) != 1) {
+        static atomic_uint_fast64_t seq;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rid_state[0] = (uint64_t)ts.tv_sec;
+        rid_state[1] = (uint64_t)ts.tv_nsec;
+        rid_state[2] = (uint64_t)(uintptr_t)&rid_state;
+        rid_state[3] = (uint64_t)atomic_fetch_add(&seq, 1) + 1;
+    }
+    if ((rid_state[0] | rid_state[1] | rid_state[2] | rid_state[3]) == 0)
+        rid_state[0] = 1;
+}
+
+/* The next 64 bits of this thread's xoshiro256** stream. */
+static uint64_t rid_next(void)
+{
+    uint64_t *st = rid_state;
+    uint64_t x = st[1] * 5;
+    uint64_t result = ((x << 7) | (x >> 57)) * 9;
+    uint64_t t = st[1] << 17;
+    st[2] ^= st[0];
+    st[3] ^= st[1];
+    st[1] ^= st[2];
+    st[0] ^= st[3];
+    st[2] ^= t;
+    st[3] = (st[3] << 45) | (st[3] >> 19);
+    return result;
+}
+
+/* Fills out (33 bytes) with 128 bits as 32 lower-case hex digits. Request
+ * ids only correlate log lines and replies (they guard nothing), so a
+ * per-thread xoshiro256** seeded once from RAND_bytes replaces a
+ * RAND_bytes call (and its lock) per request. */
 static void request_id_generate(char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    unsigned char b[16];
-    if (RAND_bytes(b, sizeof b) != 1) {
-        /* No CSPRNG: still unique enough for correlation. */
-        static atomic_uint_fast64_t seq;
-        uint64_t a = (uint64_t)time(NULL), c = atomic_fetch_add(&seq, 1);
-        for (int i = 0; i < 8; i++) {
-            b[i] = (unsigned char)(a >> (8 * i));
-            b[8 + i] = (unsigned char)(c >> (8 * i));
-        }
-    }
-    for (size_t i = 0; i < sizeof b; i++) {
-        out[2 * i] = hex[b[i] >> 4];
-        out[2 * i + 1] = hex[b[i] & 15];
-    }
+    if ((rid_state[0] | rid_state[1] | rid_state[2] | rid_state[3]) == 0)
+        rid_seed();
+    uint64_t w[2] = {rid_next(), rid_next()};
+    for (size_t i = 0; i < 32; i++)
+        out[i] = hex[(w[i / 16] >> (4 * (15 - i % 16))) & 15];
     out[32] = '\0';
 }
 
@@ -204,14 +270,14 @@ static bool header_value_ok(const char *v)
     return true;
 }
 
-/* The method label of a metric: known methods as is, anything else "OTHER". */
-static const char *method_label(const char *m)
+/* The index in method_labels of a request method: known methods as is,
+ * anything else "OTHER". */
+static size_t method_label_index(const char *m)
 {
-    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (m != NULL && strcmp(m, known[i]) == 0)
-            return known[i];
-    return "OTHER";
+    for (size_t i = 0; i + 1 < NMETHOD_LABELS; i++)
+        if (m != NULL && strcmp(m, method_labels[i]) == 0)
+            return i;
+    return NMETHOD_LABELS - 1;
 }
 
 /* Whether path matches pattern; *param gets the {id} segment when the
@@ -475,29 +541,56 @@ static void set_reply(gw_req *r, unsigned status, const char *content_type, char
     r->resp_bytes = len;
 }
 
-/* Serialises body (stolen) into a malloc'd buffer; NULL on failure. */
+/* A growing malloc'd buffer that json_dump_callback writes into. */
+typedef struct dump_buf {
+    char *p;     /* the bytes (malloc'd) */
+    size_t len;  /* bytes written */
+    size_t cap;  /* allocated size */
+} dump_buf;
+
+/* json_dump_callback's sink: appends size bytes, doubling the buffer as
+ * needed. Returns 0, or -1 out of memory. */
+static int dump_cb(const char *buf, size_t size, void *data)
+{
+    dump_buf *d = data;
+    if (size > d->cap - d->len) {
+        size_t ncap = d->cap;
+        while (size > ncap - d->len) {
+            if (ncap > SIZE_MAX / 2)
+                return -1;
+            ncap *= 2;
+        }
+        char *np = realloc(d->p, ncap);
+        if (np == NULL)
+            return -1;
+        d->p = np;
+        d->cap = ncap;
+    }
+    memcpy(d->p + d->len, buf, size);
+    d->len += size;
+    return 0;
+}
+
+/* Serialises body (stolen) into a malloc'd buffer in one pass (no sizing
+ * pass, no final copy); NULL on failure. */
 static char *dump_json(json_t *body, size_t *len)
 {
-    char *buf = NULL;
-    size_t n;
+    dump_buf d = {NULL, 0, 2048};
     *len = 0;
     if (body == NULL)
         return NULL;
-    n = json_dumpb(body, NULL, 0, JSON_COMPACT);
-    if (n == 0)
+    d.p = malloc(d.cap);
+    if (d.p == NULL)
         goto out;
-    buf = malloc(n);
-    if (buf == NULL)
-        goto out;
-    if (json_dumpb(body, buf, n, JSON_COMPACT) != n) {
-        free(buf);
-        buf = NULL;
+    if (json_dump_callback(body, dump_cb, &d, JSON_COMPACT) != 0 || d.len == 0) {
+        free(d.p);
+        d.p = NULL;
         goto out;
     }
-    *len = n;
+    *len = d.len;
 out:
     json_decref(body);
-    return buf;
+    return d.p;
 }
 
 /* Last resort when a reply cannot be serialised. */
@@ -978,6 +1071,53 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
 }
 
+/* The route label of index i (see NROUTE_LABELS). */
+static const char *route_label(size_t i)
+{
+    if (i < NROUTES)
+        return routes[i].pattern;
+    return i == ROUTE_LABEL_MNA ? "method_not_allowed" : "unmatched";
+}
+
+/* The series kept in list *head for status under metrics generation gen,
+ * or NULL when none is kept yet. */
+static void *cached_series(_Atomic(series_node *) *head, unsigned status, uint64_t gen)
+{
+    for (series_node *n = atomic_load_explicit(head, memory_order_acquire); n != NULL; n = n->next)
+        if (n->status == status && n->gen == gen)
+            return n->series;
+    return NULL;
+}
+
+/* Keeps series (may be NULL: nothing kept) in list *head for status under
+ * generation gen. Two threads may both add one for the same status; both
+ * nodes then point at the same registry series. */
+static void cache_series(_Atomic(series_node *) *head, unsigned status, uint64_t gen, void *series)
+{
+    if (series == NULL)
+        return;
+    series_node *n = malloc(sizeof *n);
+    if (n == NULL)
+        return;
+    n->status = status;
+    n->gen = gen;
+    n->series = series;
+    n->next = atomic_load_explicit(head, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(head, &n->next, n, memory_order_release,
+                                                  memory_order_relaxed))
+        ;
+}
+
+/* Frees a list of series_node. */
+static void free_series_list(series_node *n)
+{
+    while (n != NULL) {
+        series_node *next = n->next;
+        free(n);
+        n = next;
+    }
+}
+
 /* libmicrohttpd's completion callback: access log, metrics, free. */
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
@@ -993,46 +1133,62 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     clock_gettime(CLOCK_MONOTONIC, &now);
     double secs = (double)(now.tv_sec - r->start_ts.tv_sec) +
                   (double)(now.tv_nsec - r->start_ts.tv_nsec) / 1e9;
-    const char *route = r->route != NULL ? r->route->pattern : (r->path_known ? "method_not_allowed" : "unmatched");
+    size_t ridx = r->route != NULL ? (size_t)(r->route - routes)
+                                   : (r->path_known ? ROUTE_LABEL_MNA : ROUTE_LABEL_UNMATCHED);
     if (r->route == NULL && r->path_known) {
         /* A known path with another method: label it with its pattern. */
         for (size_t i = 0; i < NROUTES; i++) {
             const char *p;
             if (path_matches(routes[i].pattern, r->url, &p)) {
-                route = routes[i].pattern;
-                if (strchr(route, '{') == NULL)
+                ridx = i;
+                if (strchr(routes[i].pattern, '{') == NULL)
                     break;
             }
         }
     }
-    const char *mlabel = method_label(r->method);
+    const char *route = route_label(ridx);
+    size_t midx = method_label_index(r->method);
+    const char *mlabel = method_labels[midx];
     unsigned status = r->status;
     bool aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
 
     if (GW_LOG_INFO >= gw_log_min_level) {
-        json_int_t us = (json_int_t)(secs * 1e6);
-        json_t *f = json_pack("{s:s, s:s, s:s, s:i, s:I, s:I, s:i, s:s*, s:I}",
-                              "request_id", r->id, "method", mlabel, "route", route,
-                              "status", (int)status, "duration_ms", us / 1000, "duration_us", us,
-                              "upstream_calls", r->upstream_calls,
-                              "cache", r->cache[0] != '\0' ? r->cache : NULL,
-                              "bytes", (json_int_t)r->resp_bytes);
-        if (f != NULL && aborted)
-            json_object_set_new(f, "aborted", json_true());
-        gw_log_emit(GW_LOG_INFO, f, "request");
+        int64_t us = (int64_t)(secs * 1e6);
+        gw_log_field f[] = {
+            {"request_id", GW_LF_STR, r->id, 0},
+            {"method", GW_LF_STR, mlabel, 0},
+            {"route", GW_LF_STR, route, 0},
+            {"status", GW_LF_INT, NULL, (int64_t)status},
+            {"duration_ms", GW_LF_INT, NULL, us / 1000},
+            {"duration_us", GW_LF_INT, NULL, us},
+            {"upstream_calls", GW_LF_INT, NULL, r->upstream_calls},
+            {"cache", GW_LF_STR, r->cache[0] != '\0' ? r->cache : NULL, 0},
+            {"bytes", GW_LF_INT, NULL, (int64_t)r->resp_bytes},
+            {"aborted", GW_LF_BOOL, NULL, 1},
+        };
+        gw_log_emit_fields(GW_LOG_INFO, f, aborted ? 10 : 9, "request");
     }
 
-    char labels[192];
-    snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",status=\"%u\"", route, mlabel, status);
-    gw_counter *c = gw_metrics_counter("http_requests_total", "HTTP requests answered", labels);
-    if (c != NULL)
-        gw_counter_add(c, 1);
-    snprintf(labels, sizeof labels, "route=\"%s\"", route);
-    gw_histogram *h = gw_metrics_histogram("http_request_duration_seconds",
-                                           "Time from the first byte to the last, per route",
-                                           labels, gw_duration_buckets, gw_duration_buckets_n);
-    if (h != NULL)
-        gw_histogram_observe(h, secs);
+    uint64_t gen = gw_metrics_generation();
+    gw_counter *c = cached_series(&s->counters[ridx][midx], status, gen);
+    if (c == NULL) {
+        char labels[192];
+        snprintf(labels, sizeof labels, "route=\"%s\",method=\"%s\",status=\"%u\"", route, mlabel,
+                 status);
+        c = gw_metrics_counter("http_requests_total", "HTTP requests answered", labels);
+        cache_series(&s->counters[ridx][midx], status, gen, c);
+    }
+    gw_counter_add(c, 1);
+    gw_histogram *h = cached_series(&s->durations[ridx], 0, gen);
+    if (h == NULL) {
+        char labels[192];
+        snprintf(labels, sizeof labels, "route=\"%s\"", route);
+        h = gw_metrics_histogram("http_request_duration_seconds",
+                                 "Time from the first byte to the last, per route", labels,
+                                 gw_duration_buckets, gw_duration_buckets_n);
+        cache_series(&s->durations[ridx], 0, gen, h);
+    }
+    gw_histogram_observe(h, secs);
     gw_gauge_add(s->in_flight, -1);
 
     if (r->state_free != NULL && r->state != NULL)
@@ -1259,5 +1415,10 @@ void gw_server_stop(gw_server *s)
     for (size_t i = 0; i < s->norigins; i++)
         free(s->origins[i]);
     free(s->origins);
+    for (size_t i = 0; i < NROUTE_LABELS; i++) {
+        for (size_t j = 0; j < NMETHOD_LABELS; j++)
+            free_series_list(atomic_load(&s->counters[i][j]));
+        free_series_list(atomic_load(&s->durations[i]));
+    }
     free(s);
 }

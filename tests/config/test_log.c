@@ -218,6 +218,84 @@ static void test_redact(void **state)
     assert_string_equal(c, e);
 }
 
+/* gw_log_emit_fields (the access log's path, no jansson): hostile string
+ * values still give one valid JSON line with the right values. */
+static void test_fields_fast_path_hostile_values(void **state)
+{
+    (void)state;
+    capture c;
+    const char *nasty = "a\r\nb\"c\x01\x1f\x7f\\d\te/\xc3\xa9\xe2\x82\xac";
+    const char *bad_utf8 = "x\xff\xfe\xc3 \xed\xa0\x80\xf4\x90\x80\x80y";
+    gw_log_field f[] = {
+        {"request_id", GW_LF_STR, nasty, 0},
+        {"bad", GW_LF_STR, bad_utf8, 0},
+        {"msg", GW_LF_STR, "forged", 0},        /* core keys are skipped */
+        {"missing", GW_LF_STR, NULL, 0},        /* NULL string: left out */
+        {"status", GW_LF_INT, NULL, 200},
+        {"neg", GW_LF_INT, NULL, INT64_MIN},
+        {"zero", GW_LF_INT, NULL, 0},
+        {"aborted", GW_LF_BOOL, NULL, 1},
+        {"k\"ey\n", GW_LF_BOOL, NULL, 0},      /* keys are escaped too */
+    };
+    cap_start(&c);
+    gw_log_emit_fields(GW_LOG_INFO, f, sizeof f / sizeof f[0], "req\"uest\n");
+    cap_stop(&c);
+
+    assert_int_equal(count_lines(c.buf), 1);
+    assert_int_equal(c.buf[c.len - 1], '\n');
+    for (size_t i = 0; i + 1 < c.len; i++)
+        assert_false(iscntrl((unsigned char)c.buf[i]));
+    json_error_t jerr;
+    json_t *j = json_loads(c.buf, 0, &jerr);
+    if (!j)
+        fail_msg("not JSON: %s: %s", jerr.text, c.buf);
+    assert_string_equal(json_string_value(json_object_get(j, "msg")), "req\"uest\n");
+    assert_string_equal(json_string_value(json_object_get(j, "level")), "info");
+    assert_string_equal(json_string_value(json_object_get(j, "request_id")), nasty);
+    assert_string_equal(json_string_value(json_object_get(j, "bad")), "x??? ???????y");
+    assert_null(json_object_get(j, "missing"));
+    assert_int_equal(json_integer_value(json_object_get(j, "status")), 200);
+    assert_true(json_integer_value(json_object_get(j, "neg")) == INT64_MIN);
+    assert_int_equal(json_integer_value(json_object_get(j, "zero")), 0);
+    assert_true(json_is_true(json_object_get(j, "aborted")));
+    assert_true(json_is_false(json_object_get(j, "k\"ey\n")));
+    assert_int_equal(json_object_size(j), 10); /* ts, level, msg + 7 fields */
+    const char *ts = json_string_value(json_object_get(j, "ts"));
+    assert_non_null(ts);
+    assert_int_equal(strlen(ts), 24);
+    assert_int_equal(ts[23], 'Z');
+    json_decref(j);
+    /* member order: ts, level, msg, then the fields as given */
+    assert_true(strncmp(c.buf, "{\"ts\":", 6) == 0);
+    assert_true(strstr(c.buf, "\"level\"") < strstr(c.buf, "\"msg\""));
+    assert_true(strstr(c.buf, "\"msg\"") < strstr(c.buf, "\"request_id\""));
+    assert_true(strstr(c.buf, "\"status\"") < strstr(c.buf, "\"aborted\""));
+    free(c.buf);
+}
+
+/* A long value takes the heap path and still comes out whole. */
+static void test_fields_fast_path_long_value(void **state)
+{
+    (void)state;
+    capture c;
+    char *big = malloc(5001);
+    assert_non_null(big);
+    for (int i = 0; i < 5000; i++)
+        big[i] = (char)(i % 3 == 0 ? '\n' : 'q');
+    big[5000] = '\0';
+    gw_log_field f[] = {{"v", GW_LF_STR, big, 0}};
+    cap_start(&c);
+    gw_log_emit_fields(GW_LOG_WARN, f, 1, "long");
+    cap_stop(&c);
+    assert_int_equal(count_lines(c.buf), 1);
+    json_t *j = json_loads(c.buf, 0, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "v")), big);
+    json_decref(j);
+    free(c.buf);
+    free(big);
+}
+
 /* ---- several threads ---------------------------------------------------- */
 
 static void *log_many(void *arg)
@@ -269,6 +347,8 @@ int main(void)
         cmocka_unit_test_teardown(test_level_parse, teardown),
         cmocka_unit_test_teardown(test_redact, teardown),
         cmocka_unit_test_teardown(test_threads_do_not_mix_lines, teardown),
+        cmocka_unit_test_teardown(test_fields_fast_path_hostile_values, teardown),
+        cmocka_unit_test_teardown(test_fields_fast_path_long_value, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
