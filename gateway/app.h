@@ -12,6 +12,7 @@
 #include "config/config.h"
 #include "gateway/cache.h"
 #include "gateway/cursor.h"
+#include "gateway/keylimit.h"
 #include "gateway/query.h"
 #include "gateway/ratelimit.h"
 #include "gateway/upstream.h"
@@ -25,6 +26,7 @@ typedef struct gw_app {
     gw_query_limits qlimits;   /* from cfg, for gw_query_parse */
     char **api_keys;           /* parsed auth.api_keys (owned by main) */
     size_t napi_keys;          /* entries in api_keys */
+    gw_keylimit *keylimit;     /* per-API-key budget (owned by main); NULL: off */
     bool upstream_configured;  /* marketo.soap_endpoint set */
     atomic_bool draining;      /* SIGTERM seen: readyz 503, no new work */
 } gw_app;

@@ -33,10 +33,16 @@ static inline void gw_leads_job_done(gw_job *job, void *arg)
 
 /* Suspends r with on_resume, then submits jobs[0..n) (n >= 1), each wired
  * to w. The count is set before the first submit, and the request is marked
- * suspended before any job can end, so a fast job cannot resume it early. */
+ * suspended before any job can end, so a fast job cannot resume it early.
+ * The first submit of a request is charged to its API key's budget
+ * (auth.key_calls_per_minute): when that is spent, the request has been
+ * answered 429 instead, nothing is submitted, and the caller must simply
+ * return (it need not tell the cases apart). */
 static inline void gw_leads_submit_all(gw_req *r, gw_upstream *u, gw_leads_waiter *w,
                                        gw_job *jobs, size_t n, gw_handler_fn on_resume)
 {
+    if (!gw_req_admit_upstream(r))
+        return;
     w->req = r;
     atomic_store(&w->pending, n);
     for (size_t i = 0; i < n; i++) {

@@ -73,6 +73,8 @@ static void app_free(gw_app *app)
         app->cache->ops->destroy(app->cache);
     if (app->limiter != NULL)
         app->limiter->ops->destroy(app->limiter);
+    gw_keylimit_free(app->keylimit);
+    app->keylimit = NULL;
     for (size_t i = 0; i < app->napi_keys; i++) {
         OPENSSL_cleanse(app->api_keys[i], strlen(app->api_keys[i]));
         free(app->api_keys[i]);
@@ -100,6 +102,13 @@ static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen
     if (app->napi_keys == 0 && !cfg->auth_disabled) {
         snprintf(err, errlen, "auth.api_keys is empty: set keys, or auth.disabled = true");
         return -1;
+    }
+    if (cfg->auth_key_calls_per_minute > 0 && app->napi_keys > 0) {
+        app->keylimit = gw_keylimit_new(app->napi_keys, cfg->auth_key_calls_per_minute);
+        if (app->keylimit == NULL) {
+            snprintf(err, errlen, "out of memory for auth.key_calls_per_minute");
+            return -1;
+        }
     }
     if (cfg->cursor_secret == NULL || cfg->cursor_secret[0] == '\0')
         GW_LOG(GW_LOG_WARN, NULL,

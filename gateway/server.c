@@ -24,6 +24,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -189,6 +190,8 @@ struct gw_req {
     bool resumed_early;             /* gw_req_resume came before the suspend */
 
     int upstream_calls;             /* access log: SOAP calls spent */
+    long key_index;                 /* which API key authorised it; -1: none/auth off */
+    bool admitted;                  /* charged to its key's budget already */
     char cache[8];                  /* access log: HIT/MISS/PARTIAL/BYPASS or "" */
 };
 
@@ -359,27 +362,31 @@ static bool origin_allowed(const gw_server *s, const char *origin)
     return false;
 }
 
-/* Whether key matches one of the configured API keys. Compares SHA-256
- * digests with CRYPTO_memcmp against every key, so neither the key's length
- * nor which key matched shows in the timing. */
-static bool key_valid(const gw_server *s, const char *key)
+/* Which configured API key key is: its index, or -1. Compares SHA-256
+ * digests with CRYPTO_memcmp against every key and picks the match without
+ * a branch, so neither the key's length nor which key matched shows in the
+ * timing. */
+static long key_index(const gw_server *s, const char *key)
 {
     unsigned char d[SHA256_DIGEST_LENGTH];
-    int ok = 0;
+    size_t found = 0; /* index + 1 of the match, 0: none */
     if (key == NULL || *key == '\0')
-        return false;
+        return -1;
     SHA256((const unsigned char *)key, strlen(key), d);
-    for (size_t i = 0; i < s->nkeys; i++)
-        ok |= CRYPTO_memcmp(d, s->key_digests + i * SHA256_DIGEST_LENGTH, SHA256_DIGEST_LENGTH) == 0;
+    for (size_t i = 0; i < s->nkeys; i++) {
+        size_t eq = (size_t)(CRYPTO_memcmp(d, s->key_digests + i * SHA256_DIGEST_LENGTH,
+                                           SHA256_DIGEST_LENGTH) == 0);
+        found |= (0 - eq) & (i + 1);
+    }
     OPENSSL_cleanse(d, sizeof d);
-    return ok != 0;
+    return (long)found - 1;
 }
 
 /* Whether r carries a valid API key in Authorization: Bearer or X-API-Key. */
 static bool request_authorized(gw_req *r)
 {
     const gw_server *s = r->srv;
-    bool ok = false;
+    long idx = -1;
     if (s->auth_off)
         return true;
     const char *authz = gw_req_header(r, "Authorization");
@@ -387,12 +394,13 @@ static bool request_authorized(gw_req *r)
         const char *tok = authz + 7;
         while (*tok == ' ' || *tok == '\t')
             tok++;
-        ok |= key_valid(s, tok);
+        idx = key_index(s, tok);
     }
     const char *xkey = gw_req_header(r, "X-API-Key");
-    if (xkey != NULL)
-        ok |= key_valid(s, xkey);
-    return ok;
+    if (idx < 0 && xkey != NULL)
+        idx = key_index(s, xkey);
+    r->key_index = idx;
+    return idx >= 0;
 }
 
 /* ----------------------------------------------------------- request API */
@@ -459,6 +467,30 @@ void gw_req_set_state(gw_req *r, void *state, void (*free_fn)(void *))
 void *gw_req_state(gw_req *r) { return r->state; }
 
 void gw_req_note_upstream(gw_req *r, int calls) { r->upstream_calls += calls; }
+
+bool gw_req_admit_upstream(gw_req *r)
+{
+    gw_keylimit *kl = r->srv->app->keylimit;
+    if (r->admitted || kl == NULL || r->key_index < 0)
+        return true;
+    r->admitted = true;
+    int64_t remaining = 0, reset_s = 0;
+    int refused = gw_keylimit_take(kl, (size_t)r->key_index, gw_now_ms(), &remaining, &reset_s);
+    char policy[64], state[64], retry[24];
+    snprintf(policy, sizeof policy, "\"marketo\";q=%" PRId64 ";w=60", gw_keylimit_quota(kl));
+    snprintf(state, sizeof state, "\"marketo\";r=%" PRId64 ";t=%" PRId64, remaining, reset_s);
+    gw_req_add_header(r, "RateLimit-Policy", policy);
+    gw_req_add_header(r, "RateLimit", state);
+    if (!refused)
+        return true;
+    snprintf(retry, sizeof retry, "%" PRId64, reset_s);
+    gw_req_add_header(r, "Retry-After", retry);
+    gw_req_reply_problem(r, 429, "Too Many Requests",
+                         "this API key has used its share of the Marketo budget "
+                         "(auth.key_calls_per_minute); retry later",
+                         json_pack("{s:s}", "type", "key-rate-limited"));
+    return false;
+}
 
 void gw_req_note_cache(gw_req *r, const char *result)
 {
@@ -963,6 +995,7 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
     }
     r->srv = s;
     r->conn = conn;
+    r->key_index = -1;
     r->url = url;
     r->method = method;
     r->start_ms = gw_now_ms();
@@ -1223,6 +1256,7 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
 }
 
 /* libmicrohttpd's error log, into ours. */
+__attribute__((format(printf, 2, 0)))
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     char buf[512];

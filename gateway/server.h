@@ -17,6 +17,7 @@
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -73,6 +74,12 @@ void gw_req_reply_job_error(gw_req *r, const gw_job *job);
 /* ---- access-log facts ---- */
 /* Counts SOAP calls spent on this request (log field "upstream_calls"). */
 void gw_req_note_upstream(gw_req *r, int calls);
+/* Charges the request, once, to its API key's share of the Marketo budget
+ * (auth.key_calls_per_minute) and adds RateLimit/RateLimit-Policy headers.
+ * Returns true when it may go upstream; false when it has been answered 429
+ * with Retry-After (nothing must be sent). Always true with the limit off,
+ * with auth off, and on every call after the first. */
+bool gw_req_admit_upstream(gw_req *r);
 /* "HIT", "MISS", "PARTIAL", "BYPASS" (log field "cache"; also sets X-Cache). */
 void gw_req_note_cache(gw_req *r, const char *result);
 
