@@ -3,7 +3,7 @@
  *
  * The schema is taken from $MKTO_SHARED_DIR/mktows.wsdl at run time:
  * wsdl:types/xs:schema is copied into a document of its own, with the
- * namespace declarations of wsdl:definitions (tns, xs, ...) copied onto its
+ * namespace declarations of the WSDL root element (tns, xs, ...) copied onto its
  * root because QName attribute values (type="tns:LeadKey") use them. Each
  * envelope's AuthenticationHeader and Body child are validated with
  * xmlSchemaValidateOneElement. Without the reference the whole program
