@@ -12,15 +12,17 @@ defaults pointed at the shared sim.
 """
 import json
 import os
-import select
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 
 import pytest
 import requests
+
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from mgw_procs import drain as _drain, read_port as _read_port, stop as _stop_proc  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GATEWAY_BIN = os.path.abspath(os.environ.get(
@@ -40,47 +42,10 @@ def _need(path):
         pytest.skip("binary not built: %s" % path)
 
 
-def _read_port(proc, prefix, timeout=START_TIMEOUT):
-    """Reads stdout lines until one starts with prefix; returns the port after the last ':'."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening" % proc.returncode)
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if not ready:
-            continue
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            continue
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            text = line.decode("utf-8", "replace").strip()
-            if text.startswith(prefix):
-                return int(text.rsplit(":", 1)[1])
-    raise RuntimeError("no '%s' line within %.0f s" % (prefix, timeout))
-
-
-def _drain(stream):
-    """Keeps reading a pipe so the child never blocks on a full stdout."""
-    def run():
-        try:
-            while os.read(stream.fileno(), 65536):
-                pass
-        except (OSError, ValueError):
-            pass
-    threading.Thread(target=run, daemon=True).start()
 
 
 def _stop(proc, sig=signal.SIGTERM, timeout=10.0):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    _stop_proc(proc, sig, timeout)
 
 
 class Sim:

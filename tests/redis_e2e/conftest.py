@@ -6,16 +6,19 @@ Binaries: GATEWAY_BIN, SIM_BIN (defaults under build/), REDIS_SERVER
 handed out; every process started here is killed at teardown.
 """
 import os
-import select
 import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
 
 import pytest
 import requests
+
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from mgw_procs import drain as _drain, read_port as _read_port, stop as _stop_proc  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 GATEWAY_BIN = os.path.abspath(os.environ.get(
@@ -35,47 +38,10 @@ def _need(path):
         pytest.skip("not available: %s" % path)
 
 
-def _read_port(proc, prefix, timeout=START_TIMEOUT):
-    """Reads stdout until a line starts with prefix; returns the port after its last ':'."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening" % proc.returncode)
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if not ready:
-            continue
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            continue
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            text = line.decode("utf-8", "replace").strip()
-            if text.startswith(prefix):
-                return int(text.rsplit(":", 1)[1])
-    raise RuntimeError("no '%s' line within %.0f s" % (prefix, timeout))
-
-
-def _drain(stream):
-    """Keeps reading a pipe so the child never blocks on a full stdout."""
-    def run():
-        try:
-            while os.read(stream.fileno(), 65536):
-                pass
-        except (OSError, ValueError):
-            pass
-    threading.Thread(target=run, daemon=True).start()
 
 
 def _kill(proc, sig=signal.SIGKILL):
-    if proc is not None and proc.poll() is None:
-        try:
-            proc.send_signal(sig)
-            proc.wait(timeout=10)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            proc.kill()
-            proc.wait(timeout=5)
+    _stop_proc(proc, sig, 10.0)
 
 
 def _free_port():
