@@ -615,8 +615,11 @@ static void serve_keys(gw_req *r, lk_state *st)
                                            (const char *const *)st->keys, st->nkeys, out,
                                            &st->epoch);
         if (rc != 0) {
+            /* the Redis layer logs the outage once at warn (and its end);
+             * a warn line per request would flood the log while it lasts,
+             * and the access log already says X-Cache BYPASS */
             st->bypass = true;
-            GW_LOG(GW_LOG_WARN, json_pack("{s:s}", "request_id", gw_req_id(r)),
+            GW_LOG(GW_LOG_DEBUG, json_pack("{s:s}", "request_id", gw_req_id(r)),
                    "cache unavailable: bypassing it");
         }
         if (rc == 0 && st->nkeys == 1 && out[0] && !st->by_id && reply_single_hit(r, out[0])) {
