@@ -42,7 +42,9 @@ static bool stop_signal_pending(void)
 void gw_handle_readyz(gw_req *r)
 {
     gw_app *app = gw_req_app(r);
-    if (atomic_load(&app->draining) || stop_signal_pending()) {
+    /* A signal still pending makes this answer 503 on a connection that is
+     * kept; once draining is set the 503 closes it (gw_req_draining). */
+    if (gw_req_draining(r) || stop_signal_pending()) {
         gw_req_reply_problem(r, 503, "Not ready", "draining: the gateway is shutting down",
                              json_pack("{s:s}", "type", "draining"));
         return;

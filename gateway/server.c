@@ -191,6 +191,7 @@ struct gw_req {
 
     int upstream_calls;             /* access log: SOAP calls spent */
     long key_index;                 /* which API key authorised it; -1: none/auth off */
+    signed char draining;           /* gw_req_draining's one reading: -1 not read yet, 0/1 */
     bool admitted;                  /* charged to its key's budget already */
     char cache[8];                  /* access log: HIT/MISS/PARTIAL/BYPASS or "" */
 };
@@ -410,6 +411,18 @@ const char *gw_req_method(gw_req *r) { return r->method; }
 const char *gw_req_path(gw_req *r) { return r->url; }
 const char *gw_req_path_param(gw_req *r) { return r->path_param; }
 const char *gw_req_id(gw_req *r) { return r->id; }
+
+/* The drain state is read once per request and then fixed, so that what a
+ * handler decided from it (readyz's 200 or 503) and the Connection header
+ * of the same reply never disagree: a 200 from /readyz always keeps its
+ * connection open, and Connection: close comes only with a reply decided
+ * while draining. */
+bool gw_req_draining(gw_req *r)
+{
+    if (r->draining < 0)
+        r->draining = atomic_load(&r->srv->app->draining) ? 1 : 0;
+    return r->draining == 1;
+}
 int64_t gw_req_start_ms(gw_req *r) { return r->start_ms; }
 
 const char *gw_req_header(gw_req *r, const char *name)
@@ -544,7 +557,7 @@ static void add_common_headers(gw_req *r, struct MHD_Response *resp)
         MHD_add_response_header(resp, "Vary", "Origin");
         MHD_add_response_header(resp, "Access-Control-Expose-Headers", GW_CORS_EXPOSE_HEADERS);
     }
-    if (atomic_load(&r->srv->app->draining))
+    if (gw_req_draining(r))
         MHD_add_response_header(resp, "Connection", "close");
 }
 
@@ -996,6 +1009,7 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
     r->srv = s;
     r->conn = conn;
     r->key_index = -1;
+    r->draining = -1;
     r->url = url;
     r->method = method;
     r->start_ms = gw_now_ms();

@@ -45,6 +45,10 @@ const char *gw_req_header(gw_req *r, const char *name);
 const char *gw_req_body(gw_req *r, size_t *len);
 /* The request id (from X-Request-ID when valid, else generated). */
 const char *gw_req_id(gw_req *r);
+/* Whether the gateway is draining, as this request sees it: read on the
+ * first call and fixed for the rest of the request (the reply's
+ * Connection: close follows the same reading). */
+bool gw_req_draining(gw_req *r);
 /* Monotonic ms when the request arrived (deadlines derive from it). */
 int64_t gw_req_start_ms(gw_req *r);
 

@@ -10,6 +10,7 @@ types, HELP lines, units) and carries histograms for request and upstream
 durations.
 """
 import http.client
+import json
 import shutil
 import signal
 import subprocess
@@ -57,33 +58,44 @@ def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
 
     stop = threading.Event()
     results = []
-    clients = [threading.Thread(target=_hammer, args=(gw, stop, results, i)) for i in range(8)]
+    clients = [threading.Thread(target=_hammer, args=(gw, stop, results, i), daemon=True)
+               for i in range(8)]
     for t in clients:
         t.start()
-    time.sleep(1.5)  # steady state: requests in flight at the sim
-    assert any(k == "status" for k, _ in results)
-    in_flight_before = len(results)
+    try:
+        time.sleep(1.5)  # steady state: requests in flight at the sim
+        assert any(k == "status" for k, _ in results)
+        in_flight_before = len(results)
 
-    t0 = time.monotonic()
-    gw.proc.send_signal(signal.SIGTERM)
-    # the signal reaches the gateway's signal thread within moments: poll
-    # /readyz on the connection opened before it until it says 503
-    while True:
-        probe.request("GET", "/readyz")
-        ready = probe.getresponse()
-        ready.read()
-        flip = time.monotonic() - t0
-        if ready.status != 200 or flip > 0.5:
-            break
-        time.sleep(0.01)
-    assert ready.status == 503, "readyz must say 503 as soon as draining starts"
-    assert flip < 0.5
+        t0 = time.monotonic()
+        gw.proc.send_signal(signal.SIGTERM)
+        # The signal reaches the gateway's signal thread within moments: poll
+        # /readyz on the connection opened before it until it says 503. A 200
+        # must keep the connection open (never 200 with Connection: close: the
+        # reconnect would be refused), so every probe goes over this one socket.
+        while True:
+            probe.request("GET", "/readyz")
+            ready = probe.getresponse()
+            body = ready.read()
+            flip = time.monotonic() - t0
+            if ready.status == 200:
+                assert (ready.getheader("Connection") or "").lower() != "close", \
+                    "a ready answer must not close its connection"
+            if ready.status != 200 or flip > 0.5:
+                break
+            time.sleep(0.01)
+        assert ready.status == 503, "readyz must say 503 as soon as draining starts"
+        problem = json.loads(body)
+        assert problem["status"] == 503 and problem["type"].endswith("draining"), problem
+        assert flip < 0.5
 
-    code = gw.proc.wait(timeout=12)
-    elapsed = time.monotonic() - t0
-    stop.set()
-    for t in clients:
-        t.join(timeout=30)
+        code = gw.proc.wait(timeout=12)
+        elapsed = time.monotonic() - t0
+    finally:
+        # the load threads stop whatever happened above, so pytest can exit
+        stop.set()
+        for t in clients:
+            t.join(timeout=30)
     assert code == 0
     assert elapsed < 8 + 2, "exit within the drain timeout"
     statuses = [v for k, v in results if k == "status"]
