@@ -6,7 +6,10 @@
  * latency_ms plus a uniform jitter, and then, drawn in this order from the
  * rule's own seeded generator, is dropped (drop_rate), fails (error_rate:
  * a SOAP fault fault_code, or an HTML 503 page when http_503), or has its
- * answer cut in half (truncate_rate). Thread-safe (one mutex).
+ * answer cut in half (truncate_rate). An affected call of a rule with
+ * hold_in_flight N first waits until N SOAP calls are in flight at the sim
+ * (itself included), at most hold_max_ms, then gets its latency; the hold
+ * draws nothing from the generator. Thread-safe (one mutex).
  */
 #ifndef SIM_FAULTS_H
 #define SIM_FAULTS_H
@@ -32,6 +35,8 @@ typedef struct sim_decision {
     sim_action action;   /* what to do */
     int fault_code;      /* for SIM_ACT_FAULT */
     int64_t latency_ms;  /* extra delay before answering */
+    int hold_in_flight;  /* > 0: first wait until this many calls are in flight */
+    int64_t hold_max_ms; /* ... for at most this long */
 } sim_decision;
 
 /* Applies the rule for op to one call and advances its counters. */

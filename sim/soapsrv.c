@@ -9,8 +9,10 @@
  *   3. an element in Body other than the four operations: 20019;
  *   4. limits (concurrency 20024, rolling window 20023, daily quota 20015),
  *      for authenticated calls only; refused calls do not enter the window;
- *   5. the fault-injection rule of the operation, then the latency
- *      (--latency-ms plus the rule's), slept without holding any lock;
+ *   5. the fault-injection rule of the operation: its hold (until
+ *      hold_in_flight calls are in flight, at most hold_max_ms), then the
+ *      latency (--latency-ms plus the rule's), both waited without holding
+ *      any lock of the caller;
  *   6. the operation itself (parameter faults, then the data).
  */
 #include "sim/soapsrv.h"
@@ -182,6 +184,8 @@ void sim_soap_handle(const char *body, size_t len, bool too_large, int64_t arriv
     }
     if (accepted) {
         sim_faults_decide(op, &d);
+        if (d.hold_in_flight > 0)
+            (void)sim_stats_wait_in_flight(d.hold_in_flight, d.hold_max_ms);
         sim_sleep_ms(g_cfg.latency_ms + d.latency_ms);
         if (d.action == SIM_ACT_FAULT)
             fault = d.fault_code;

@@ -1,9 +1,11 @@
 /* sim/stats.c - call counters for /_sim/stats (see stats.h). */
 #include "sim/stats.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Counters of one operation. */
 typedef struct op_stats {
@@ -17,10 +19,11 @@ typedef struct op_stats {
 /* The module's state, under mu. */
 static struct {
     pthread_mutex_t mu;          /* guards the fields below */
+    pthread_cond_t entered;      /* broadcast when in_flight grows */
     op_stats ops[SIM_OP__COUNT]; /* per operation */
     int in_flight;               /* SOAP requests between arrival and answer */
     int peak;                    /* highest in_flight since start/reset */
-} S = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} S = {.mu = PTHREAD_MUTEX_INITIALIZER, .entered = PTHREAD_COND_INITIALIZER};
 
 static const char *const op_names[SIM_OP__COUNT] = {
     "getLead", "getMultipleLeads", "syncLead", "syncMultipleLeads", "unknown"};
@@ -78,7 +81,28 @@ void sim_stats_enter(void)
     S.in_flight++;
     if (S.in_flight > S.peak)
         S.peak = S.in_flight;
+    pthread_cond_broadcast(&S.entered);
     pthread_mutex_unlock(&S.mu);
+}
+
+bool sim_stats_wait_in_flight(int n, int64_t max_ms)
+{
+    /* the condition variable waits on CLOCK_REALTIME (its default) */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(max_ms / 1000);
+    until.tv_nsec += (long)(max_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&S.mu);
+    int rc = 0;
+    while (S.in_flight < n && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&S.entered, &S.mu, &until);
+    bool reached = S.in_flight >= n;
+    pthread_mutex_unlock(&S.mu);
+    return reached;
 }
 
 void sim_stats_leave(void)

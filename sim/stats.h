@@ -3,6 +3,7 @@
 #ifndef SIM_STATS_H
 #define SIM_STATS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -32,6 +33,9 @@ void sim_stats_fault(sim_op op);
 /* A SOAP request arrived / was answered: in_flight and peak_concurrency. */
 void sim_stats_enter(void);
 void sim_stats_leave(void);
+/* Waits (holding no lock of the caller) until at least n SOAP requests are
+ * in flight, at most max_ms. Returns true when they were, false on time out. */
+bool sim_stats_wait_in_flight(int n, int64_t max_ms);
 /* Clears counters, times and the peak (the peak restarts at in_flight). */
 void sim_stats_reset(void);
 /* Frees the time arrays. */

@@ -1,7 +1,8 @@
 /* tests/sim/test_admin.c - marketo-sim black box: /_sim/stats, /_sim/reset,
  * /_sim/faults (fault codes, 503 pages, drops, truncation, skip/count,
- * seeded reproducibility, latency) and the command line. */
+ * seeded reproducibility, latency, holds) and the command line. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -242,6 +243,65 @@ static void test_latency(void **state)
     assert_true(dt >= 300 && dt < 2000);
 }
 
+/* Thread body: one getLead, its code into *arg. */
+static void *get_lead_thread(void *arg)
+{
+    *(int *)arg = get_lead_code();
+    return NULL;
+}
+
+/* in_flight of the stats. */
+static long in_flight(void)
+{
+    json_t *st = simh_stats(&S);
+    long n = (long)json_integer_value(json_object_get(st, "in_flight"));
+    json_decref(st);
+    return n;
+}
+
+static void test_hold_until_in_flight(void **state)
+{
+    /* alone: held for hold_max_ms, then answered normally */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"hold_in_flight\": 2, "
+                                "\"hold_max_ms\": 400}"), 200);
+    int64_t t0 = now_ms();
+    assert_int_equal(get_lead_code(), 0);
+    int64_t dt = now_ms() - t0;
+    assert_true(dt >= 400 && dt < 3000);
+
+    /* two calls: the first waits for the second, then both answer */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"hold_in_flight\": 2, "
+                                "\"hold_max_ms\": 30000, \"latency_ms\": 100}"), 200);
+    int first = -100;
+    pthread_t th;
+    t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, get_lead_thread, &first), 0);
+    /* the first call arrives and stays held */
+    while (in_flight() < 1 && now_ms() - t0 < 10000)
+        usleep(10000);
+    usleep(300000);
+    assert_int_equal(in_flight(), 1);
+    assert_int_equal(get_lead_code(), 0);  /* the second releases both */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    dt = now_ms() - t0;
+    assert_int_equal(first, 0);
+    assert_true(dt >= 400 && dt < 10000);  /* far below hold_max_ms */
+    json_t *st = simh_stats(&S);
+    assert_int_equal(json_integer_value(json_object_get(st, "peak_concurrency")), 2);
+    assert_int_equal(json_integer_value(json_object_get(st, "in_flight")), 0);
+    assert_int_equal(simh_stat(st, "getLead", "faults"), 0);  /* a hold is no fault */
+    json_decref(st);
+
+    /* bad values */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"hold_in_flight\": -1}"), 400);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"hold_in_flight\": 2, "
+                                "\"hold_max_ms\": \"x\"}"), 400);
+}
+
 static void test_reset_restores_data(void **state)
 {
     soap_lead l = {.email = (char *)"temp@example.com"};
@@ -345,6 +405,7 @@ int main(void)
         cmocka_unit_test_setup(test_skip_count, reset),
         cmocka_unit_test_setup(test_reproducible, reset),
         cmocka_unit_test_setup(test_latency, reset),
+        cmocka_unit_test_setup(test_hold_until_in_flight, reset),
         cmocka_unit_test_setup(test_reset_restores_data, reset),
         cmocka_unit_test_setup(test_admin_errors, reset),
         cmocka_unit_test(test_command_line),
