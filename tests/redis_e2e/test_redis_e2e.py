@@ -42,9 +42,12 @@ def test_cache_shared_and_invalidated_across_replicas(gateways, sim):
     assert company(r) == old_company
     assert sim.calls(LOOKUP_OP) == calls  # served from Redis, no new SOAP call
 
+    lead_id = r.json()["leads"][0]["id"]
     s = b.sync([{"email": "lead5@example.com", "attributes": {"Company": "NewCo"}}])
     assert s.status_code == 200, s.text
-    assert s.json()["results"][0]["status"] in ("UPDATED", "CREATED")
+    # lead5 exists: one result, UPDATED, with its id
+    assert s.json() == {"results": [{"index": 0, "id": lead_id, "status": "UPDATED"}],
+                        "created": 0, "updated": 1, "failed": 0, "not_sent": 0}
 
     r = a.lookup("lead5@example.com")
     assert r.status_code == 200, r.text
@@ -95,45 +98,72 @@ def test_rolling_window_shared_by_three_replicas(gateways, sim):
 
 
 def test_concurrency_shared_and_dead_replica_leases_expire(gateways, sim):
-    # A lease lives marketo.timeout_ms + 2 s = 3.5 s here.
+    # A lease lives marketo.timeout_ms + 2 s = 6 s here.
+    timeout_ms = 4000
+    lease_ms = timeout_ms + 2000
     gws = gateways(3, {"ratelimit.max_concurrent": 2,
                        "ratelimit.queue_timeout_ms": 20000,
-                       "marketo.timeout_ms": 1500,
+                       "marketo.timeout_ms": timeout_ms,
                        "marketo.retry_max_attempts": 1})
-    sim.faults({"operation": "*", "latency_ms": 500})
+    # Each call is held at the sim until a second one is in flight (at most
+    # 1 s), so two calls overlap whenever two replicas send at once.
+    sim.faults({"operation": "*", "latency_ms": 500, "hold_in_flight": 2, "hold_max_ms": 1000})
     emails = ["lead%d@example.com" % i for i in range(200, 212)]
     with ThreadPoolExecutor(max_workers=12) as ex:
         rs = list(ex.map(lambda p: gws[p[0] % 3].lookup(p[1]), enumerate(emails)))
     assert all(r.status_code == 200 for r in rs), [r.status_code for r in rs]
     assert sim.stats()["peak_concurrency"] == 2
 
-    # Replica 0 dies holding both slots.
+    # Replica 0 dies holding both slots: two lookups with different field
+    # sets (so that coalescing cannot merge them into one call), the first
+    # held at the sim until the second arrives, then both kept there well
+    # past the kill (answers after timeout_ms would end the calls and free
+    # the slots at a live replica).
     sim.reset()
-    sim.faults({"operation": "*", "latency_ms": 1000})
-    dying = [threading.Thread(target=lambda e=e: _ignore(gws[0].lookup, e))
-             for e in ("lead300@example.com", "lead301@example.com")]
+    sim.faults({"operation": "*", "hold_in_flight": 2, "hold_max_ms": timeout_ms,
+                "latency_ms": timeout_ms})
+    t_issue_ms = time.time() * 1000
+    dying = [threading.Thread(target=lambda e=e, f=f: _ignore(gws[0].lookup, e, fields=f))
+             for e, f in (("lead300@example.com", "FirstName"),
+                          ("lead301@example.com", "LastName"))]
     for t in dying:
         t.start()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + timeout_ms / 1000
     while sim.stats()["in_flight"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     assert sim.stats()["in_flight"] == 2
     t_kill = time.monotonic()
     gws[0].kill()
+    # it died with both calls still open (each ends at its start + timeout_ms)
+    assert time.time() * 1000 < t_issue_ms + timeout_ms, "the kill came too late to mean anything"
+    dying_arrivals = sim.times(LOOKUP_OP)
+    assert len(dying_arrivals) == 2, dying_arrivals
     sim.faults({"operation": "*", "latency_ms": 0})
     r = gws[1].lookup("lead302@example.com")
     waited = time.monotonic() - t_kill
     for t in dying:
         t.join()
-    print("slot back %.2f s after the kill (lease 3.5 s)" % waited)
     assert r.status_code == 200, r.text
-    # Not before the dead replica's leases ran out, and not much after.
-    assert 2.0 <= waited <= 6.0
+    times = sim.times(LOOKUP_OP)
+    assert len(times) == 3, times
+    slot_back = times[2]  # the live replica's call arrives once a slot is free
+    print("slot back %.2f s after the kill, %.2f s after the dead replica's first call "
+          "(lease %.1f s)" % (waited, (slot_back - dying_arrivals[0]) / 1000, lease_ms / 1000))
+    # Not before the dead replica's leases ran out (both were taken after
+    # t_issue_ms) ...
+    assert slot_back >= t_issue_ms + lease_ms - 50
+    # ... and not much after the first of them did (taken before its call
+    # arrived at the sim).
+    assert slot_back <= dying_arrivals[0] + lease_ms + 2000
+    # The dead replica's held calls end at the sim before the next test.
+    deadline = time.monotonic() + timeout_ms / 1000 + 5
+    while sim.stats()["in_flight"] > 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-def _ignore(fn, *args):
+def _ignore(fn, *args, **kw):
     try:
-        fn(*args)
+        fn(*args, **kw)
     except Exception:
         pass
 
