@@ -13,4 +13,4 @@ DEPS_RUNTIME="libmicrohttpd12 libjansson4 libcurl4 libxml2 libssl3 libhiredis0.1
 
 # Running the demo and the test suites.
 DEPS_RUN="redis-server curl ca-certificates"
-DEPS_TEST="python3 python3-pytest python3-requests redis-server curl prometheus"
+DEPS_TEST="python3 python3-pytest python3-pytest-timeout python3-requests redis-server curl prometheus"

@@ -291,5 +291,14 @@ int main(void)
         cmocka_unit_test(test_sync_multiple_leads),
         cmocka_unit_test(test_fault_shape),
     };
+    /* Without the reference the whole program skips, as tests/soap's do:
+     * cmocka's per-case skip() prints "not ok # SKIP", which meson counts
+     * as a failure. */
+    char *probe = read_doc("getlead.md");
+    if (probe == NULL) {
+        printf("1..0 # SKIP the Marketo docs are not in $MKTO_SHARED_DIR/docs\n");
+        return 0;
+    }
+    free(probe);
     return cmocka_run_group_tests_name("sim_conformance", tests, setup, teardown);
 }
