@@ -4,9 +4,12 @@
  * Start-up: settings (config/cli.h), libxml2, the log level, then gw_app
  * (API keys, cursor key, limiter and cache from gw_backends_create: in
  * process, or Redis when redis.url is set; upstream engine), then the HTTP
- * daemon. SIGTERM and SIGINT are blocked in every thread before the first
- * one is created and taken synchronously with sigwait() here, so no signal
- * handler runs anywhere.
+ * daemon. SIGTERM, SIGINT and SIGHUP are blocked in every thread before the
+ * first one is created and taken synchronously with sigwait() here, so no
+ * signal handler runs anywhere. SIGHUP (what process managers send to
+ * "reload") is logged and ignored: settings are read at start only and the
+ * logs go to stderr, so there is nothing to reopen; it never stops the
+ * gateway.
  *
  * Shutdown on the first SIGTERM/SIGINT: readyz turns 503 at once (draining),
  * the listening socket closes, requests in progress get up to
@@ -147,8 +150,16 @@ static int64_t ms_left(int64_t deadline)
     return d > 0 ? d : 0;
 }
 
+/* SIGHUP: nothing to reload; say so and go on. */
+static void log_sighup(void)
+{
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i}", "signal", SIGHUP),
+           "SIGHUP ignored: settings are read at start only (restart to change them)");
+}
+
 /* Waits until the server has no request in progress or deadline passes;
- * returns early (false) when another signal of set arrives. */
+ * returns early (false) when SIGTERM or SIGINT arrives again (SIGHUP is
+ * logged and ignored). */
 static bool wait_idle(gw_server *srv, int64_t deadline, const sigset_t *set)
 {
     while (gw_server_active(srv) > 0 && ms_left(deadline) > 0) {
@@ -157,6 +168,10 @@ static bool wait_idle(gw_server *srv, int64_t deadline, const sigset_t *set)
             step = 50;
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
         int sig = sigtimedwait(set, NULL, &ts);
+        if (sig == SIGHUP) {
+            log_sighup();
+            continue;
+        }
         if (sig > 0) {
             GW_LOG(GW_LOG_WARN, json_pack("{s:i}", "signal", sig), "second signal: not waiting any longer");
             return false;
@@ -196,6 +211,7 @@ int main(int argc, char **argv)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) {
         fprintf(stderr, "marketo-gateway: cannot block signals\n");
         gw_config_free(&cfg);
@@ -239,8 +255,11 @@ int main(int argc, char **argv)
     fflush(stdout);
 
     int sig = 0;
-    while (sigwait(&set, &sig) != 0)
-        ;
+    while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
+        if (sig == SIGHUP) {
+            log_sighup();
+            sig = 0;
+        }
     /* At once: /readyz sees the signal as pending until sigwait took it. */
     atomic_store(&app.draining, true);
     int64_t deadline = gw_now_ms() + (cfg.drain_timeout_ms > 0 ? cfg.drain_timeout_ms : 0);

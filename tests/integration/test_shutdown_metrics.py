@@ -134,3 +134,37 @@ def test_metrics_pass_promtool(fresh_sim, gw):
     assert any("upstream" in n and n.endswith("_seconds") for n in hist), hist
     # no secret in the exposition
     assert gw.session.headers["X-API-Key"] not in r.text
+
+
+def test_sighup_is_logged_and_ignored(fresh_sim, gateway_factory):
+    """SIGHUP (a process manager's "reload") never stops the gateway: a
+    request in flight finishes, new ones are served, a log line says it was
+    ignored; during a drain it does not cut the drain short."""
+    fresh_sim.faults({"operation": "*", "latency_ms": 800})
+    gw = gateway_factory(fresh_sim.endpoint, {"gateway.drain_timeout_ms": 8000})
+    out = {}
+    t = threading.Thread(target=lambda: out.update(r=gw.leads(email="lead11@example.com")),
+                         daemon=True)
+    t.start()
+    time.sleep(0.3)  # the lookup is at the sim
+    gw.proc.send_signal(signal.SIGHUP)
+    t.join(timeout=20)
+    assert out["r"].status_code == 200, out["r"].text
+    assert out["r"].json()["leads"][0]["email"] == "lead11@example.com"
+    time.sleep(0.2)
+    assert gw.alive(), "SIGHUP must not stop the gateway"
+    r = requests.get(gw.base + "/readyz", timeout=10)
+    assert r.status_code == 200 and r.json() == {"status": "ready"}
+    assert "SIGHUP ignored" in gw.log_text()
+
+    # while draining: SIGHUP neither ends the drain early nor kills the process
+    t = threading.Thread(target=lambda: out.update(r2=gw.leads(email="lead12@example.com")),
+                         daemon=True)
+    t.start()
+    time.sleep(0.3)
+    gw.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    gw.proc.send_signal(signal.SIGHUP)
+    t.join(timeout=20)
+    assert out["r2"].status_code == 200, out["r2"].text
+    assert gw.proc.wait(timeout=12) == 0
