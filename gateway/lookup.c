@@ -50,8 +50,10 @@
 #define LK_WINDOW_S ((int64_t)SOAP_MAX_WINDOW_DAYS * 86400)
 /* Follow-up pages one key chunk may fetch within a request. */
 #define LK_MAX_KEY_PAGES 50
-/* Windows one updated-at page may walk within a request. */
-#define LK_MAX_WINDOW_STEPS 64
+/* Further windows one updated-at page may walk within a request (each one
+ * is a Marketo call, also charged to the API key's budget): 8 windows walk
+ * 240 days of an empty range; the page then ends with a cursor. */
+#define LK_MAX_WINDOW_STEPS 8
 /* Longest normalised key value (query values are capped lower). */
 #define LK_KEY_MAX (GW_QUERY_MAX_VALUE * 4 + 1)
 
@@ -848,7 +850,7 @@ static void page_on_resume(gw_req *r)
         free(st->stream_pos);
         st->stream_pos = NULL;
         if (have < st->sel.limit && st->window_steps < LK_MAX_WINDOW_STEPS &&
-            gw_now_ms() + margin < deadline) {
+            gw_now_ms() + margin < deadline && gw_req_charge_upstream(r)) {
             st->window_steps++;
             submit_page(r, st, st->sel.limit - have);
             return;

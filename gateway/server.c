@@ -505,6 +505,15 @@ bool gw_req_admit_upstream(gw_req *r)
     return false;
 }
 
+bool gw_req_charge_upstream(gw_req *r)
+{
+    gw_keylimit *kl = r->srv->app->keylimit;
+    if (kl == NULL || r->key_index < 0)
+        return true;
+    int64_t remaining = 0, reset_s = 0;
+    return gw_keylimit_take(kl, (size_t)r->key_index, gw_now_ms(), &remaining, &reset_s) == 0;
+}
+
 void gw_req_note_cache(gw_req *r, const char *result)
 {
     snprintf(r->cache, sizeof r->cache, "%s", result != NULL ? result : "");

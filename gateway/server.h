@@ -84,6 +84,11 @@ void gw_req_note_upstream(gw_req *r, int calls);
  * with Retry-After (nothing must be sent). Always true with the limit off,
  * with auth off, and on every call after the first. */
 bool gw_req_admit_upstream(gw_req *r);
+/* Charges one more Marketo call of an admitted request (an updated-at walk
+ * reading on into its next window) to the same budget. Returns false when
+ * the share is spent: the caller then stops and answers what it has, with a
+ * cursor. Replies nothing itself. */
+bool gw_req_charge_upstream(gw_req *r);
 /* "HIT", "MISS", "PARTIAL", "BYPASS" (log field "cache"; also sets X-Cache). */
 void gw_req_note_cache(gw_req *r, const char *result);
 

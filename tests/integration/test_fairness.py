@@ -63,3 +63,40 @@ def test_off_by_default(fresh_sim, gw):
         r = gw.leads(email="lead%d@example.com" % (30 + i))
         assert r.status_code == 200
         assert "RateLimit" not in r.headers
+
+
+EMPTY_PAST = {"updatedSince": "1970-01-01T00:00:00Z", "updatedUntil": "2000-01-01T00:00:00Z",
+              "limit": "1"}
+
+
+def test_empty_range_walk_is_bounded_per_request(fresh_sim, gw):
+    """An updated-at range of 30 years with nothing in it: one request walks
+    at most 1 + 8 windows (not 65), then answers an empty page with a cursor
+    that goes on where it stopped."""
+    r = gw.leads(**EMPTY_PAST)
+    assert r.status_code == 200, r.text
+    page = r.json()
+    assert page["leads"] == [] and page["next_cursor"], page
+    assert fresh_sim.calls("getMultipleLeads") == 9
+    r = gw.leads(cursor=page["next_cursor"])
+    assert r.status_code == 200, r.text
+    assert r.json()["next_cursor"], r.text
+    assert fresh_sim.calls("getMultipleLeads") == 18
+
+
+def test_window_walk_charged_per_call(fresh_sim, gateway_factory):
+    """Each further window is one more Marketo call on the key's budget:
+    with 5 calls a minute the walk stops after 5 calls with a cursor, and
+    the key's next request needing Marketo is refused without a call."""
+    gw = gateway_factory(fresh_sim.endpoint, {"auth.api_keys": "walker,other",
+                                              "auth.key_calls_per_minute": 5})
+    r = requests.get(gw.base + "/leads", params=EMPTY_PAST, headers={"X-API-Key": "walker"},
+                     timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["leads"] == [] and r.json()["next_cursor"]
+    assert fresh_sim.calls("getMultipleLeads") == 5
+    r = _get(gw, "walker", "lead30@example.com")
+    assert r.status_code == 429, r.text
+    assert r.json()["status"] == 429
+    assert fresh_sim.calls("getMultipleLeads") == 5, "a refused request sends nothing"
+    assert _get(gw, "other", "lead30@example.com").status_code == 200
