@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <jansson.h>
 
@@ -46,5 +47,37 @@ int gw_sync_request_parse(const char *body, size_t len, size_t max_leads,
 
 /* Frees everything; leaves r zeroed. */
 void gw_sync_request_clear(gw_sync_request *r);
+
+/* Where one lead of a sync body is: bytes [off, off + len) of the body. */
+typedef struct gw_sync_span {
+    size_t off;   /* offset of the lead's object in the body */
+    size_t len;   /* its length in bytes */
+    int64_t id;   /* its "id", or 0 */
+} gw_sync_span;
+
+/* A sync body checked whole, without the leads converted: what
+ * gw_sync_body_leads needs to convert any slice of them later. */
+typedef struct gw_sync_body {
+    gw_sync_span *spans;  /* one per lead, in input order (owned) */
+    size_t nleads;        /* entries in spans */
+    size_t cap;           /* allocated entries */
+    bool dedup;           /* "dedup" (default true) */
+} gw_sync_body;
+
+/* Checks a sync body with the same rules and messages as
+ * gw_sync_request_parse, holding one lead at a time: the memory it keeps is
+ * one gw_sync_span per lead. Returns 0, or -1 with a 400 "detail" in err.
+ * Clear out after (also after a failure; it is then empty). */
+int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_body *out,
+                      char *err, size_t errlen);
+
+/* Converts leads [first, first + n) of a scanned body (the same bytes) into
+ * out[0..n), which must be zeroed. Returns 0, or -1 (no memory) with
+ * out cleared. */
+int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, size_t n,
+                       soap_lead *out, char *err, size_t errlen);
+
+/* Frees the spans; leaves b empty. */
+void gw_sync_body_clear(gw_sync_body *b);
 
 #endif /* GW_LEADJSON_H */

@@ -19,6 +19,7 @@
  * fails.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -218,6 +219,11 @@ int main(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* Buffers of 1 MiB and more (request bodies, big envelopes and answers)
+     * are mapped on their own and go back to the system when freed; glibc's
+     * sliding threshold would otherwise move them into the heap after the
+     * first big free and keep them there. */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
     int level = GW_LOG_INFO;
     if (cfg.log_level != NULL && gw_log_level_parse(cfg.log_level, &level) < 0)

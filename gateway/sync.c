@@ -1,10 +1,16 @@
 /* gateway/sync.c - POST /leads/sync.
  *
- * The body is parsed and validated whole before anything is sent (a bad
- * body is 400 and costs no SOAP call). The leads are cut into batches of
+ * The body is validated whole before anything is sent (a bad body is 400
+ * and costs no SOAP call), one lead at a time, keeping only where each lead
+ * is (gw_sync_body_scan). The leads are cut into batches of
  * gateway.sync_batch_size (at most 300), one syncMultipleLeads job each,
- * all submitted at once under the outbound limiter. When every job has
- * ended, each input lead gets exactly one result, in input order:
+ * sent in waves of ratelimit.max_concurrent batches (as many as can be in
+ * flight anyway): a wave's leads are converted from the body when it is
+ * submitted and freed when it has ended, so a 10,000-lead body costs its own
+ * bytes plus one wave, not a parsed copy of everything. A wave whose every
+ * batch was refused by the outbound budget ends the sync: the leads after it
+ * are NOT_SENT for the same reason. Each input lead gets exactly one result,
+ * in input order:
  *   - batch answered:        status k of the answer is lead k of the batch;
  *                            a lead Marketo gave no status for is FAILED;
  *   - batch faulted:         FAILED, "Marketo fault <code>";
@@ -13,14 +19,15 @@
  * The reply is 200, except when every batch was refused by the outbound
  * budget (rate limit or daily quota: nothing was sent), which is 429.
  *
- * Freshness: before replying, whatever the outcome, the cache entries of
- * every key the sync may have changed are invalidated (e-mails, ids given
+ * Freshness: after each wave and before replying, whatever the outcome, the
+ * cache entries of every key the wave may have changed are invalidated (e-mails, ids given
  * and returned, and the values of the key-mapping attributes sent), which
  * also advances the cache epoch so that a lookup in flight cannot write
  * pre-sync data back.
  */
 #include "gateway/server.h"
 
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,14 +45,42 @@
 /* Longest normalised key value we invalidate (longer ones cannot be cached). */
 #define SY_KEY_MAX 2049
 
+/* A body this large makes the sync give its freed memory back to the
+ * system when it ends (glibc keeps small freed blocks otherwise). */
+#define SY_TRIM_BYTES (1u << 20)
+
 /* Everything one POST /leads/sync needs until it replies. */
 typedef struct sy_state {
     gw_leads_waiter waiter;   /* pending count + request, for the done callbacks */
-    gw_sync_request req;      /* the parsed body (owned) */
+    gw_sync_body body;        /* where each lead is in the request body (owned) */
+    const char *text;         /* the request body (the server's, valid for the request) */
+    size_t text_len;          /* its length */
     size_t batch;             /* leads per batch */
-    gw_job *jobs;             /* one per batch (owned) */
-    size_t njobs;             /* entries in jobs */
+    size_t wave;              /* batches per wave */
+    size_t first;             /* index of the current wave's first lead */
+    soap_lead *leads;         /* the current wave's leads, converted (owned) */
+    size_t nleads;            /* entries in leads */
+    gw_job *jobs;             /* the current wave's batches (owned, wave entries) */
+    size_t njobs;             /* batches in the current wave */
+    json_t *results;          /* one result per lead of the waves done (owned) */
+    size_t created, updated, failed, not_sent; /* counts of the results */
+    int calls;                /* SOAP calls spent (access log) */
+    bool sent_any;            /* some batch was not refused by the outbound budget */
 } sy_state;
+
+/* Frees the current wave: its leads and its jobs' results. */
+static void wave_free(sy_state *st)
+{
+    if (st->jobs) {
+        for (size_t i = 0; i < st->njobs; i++)
+            gw_job_clear_results(&st->jobs[i]);
+        memset(st->jobs, 0, st->wave * sizeof *st->jobs);
+    }
+    st->njobs = 0;
+    for (size_t i = 0; i < st->nleads; i++)
+        soap_lead_clear(&st->leads[i]);
+    st->nleads = 0;
+}
 
 /* Frees a sy_state and everything it owns (called by the server). */
 static void sy_state_free(void *p)
@@ -53,13 +88,15 @@ static void sy_state_free(void *p)
     sy_state *st = p;
     if (!st)
         return;
-    if (st->jobs) {
-        for (size_t i = 0; i < st->njobs; i++)
-            gw_job_clear_results(&st->jobs[i]);
-        free(st->jobs);
-    }
-    gw_sync_request_clear(&st->req);
+    wave_free(st);
+    free(st->jobs);
+    free(st->leads);
+    json_decref(st->results);
+    gw_sync_body_clear(&st->body);
+    bool big = st->text_len >= SY_TRIM_BYTES;
     free(st);
+    if (big)
+        malloc_trim(0);
 }
 
 /* Why a batch that never got Marketo's answer was not sent, for "error". */
@@ -102,7 +139,7 @@ static void add_key(gw_cache_key *keys, char **vals, size_t *n, soap_key_type t,
     (*n)++;
 }
 
-/* Invalidates the cache for everything this sync may have changed: e-mail
+/* Invalidates the cache for everything the current wave may have changed: e-mail
  * and id keys of the input, ids Marketo returned, and the values of the
  * key-mapping attributes sent (Cookies, LeadOwnerEmail, SFDC ids), so that
  * no entry, negative ones included, survives the sync. */
@@ -111,10 +148,10 @@ static void invalidate_cache(gw_req *r, sy_state *st)
     gw_cache *cache = gw_req_app(r)->cache;
     if (!cache)
         return;
-    size_t nl = st->req.nleads;
+    size_t nl = st->nleads;
     size_t nmap = 0;
     for (size_t i = 0; i < nl; i++)
-        nmap += st->req.leads[i].nattrs;
+        nmap += st->leads[i].nattrs;
     size_t cap = nl * 3 + nmap + 1;
     gw_cache_key *keys = calloc(cap, sizeof *keys);
     char **vals = calloc(cap, sizeof *vals);
@@ -127,7 +164,7 @@ static void invalidate_cache(gw_req *r, sy_state *st)
     }
     char idbuf[24];
     for (size_t i = 0; i < nl; i++) {
-        const soap_lead *l = &st->req.leads[i];
+        const soap_lead *l = &st->leads[i];
         add_key(keys, vals, &nk, SOAP_KEY_EMAIL, l->email);
         if (l->has_id) {
             snprintf(idbuf, sizeof idbuf, "%lld", (long long)l->id);
@@ -176,8 +213,9 @@ out:
     free(ids);
 }
 
-/* One result object for lead index idx of batch job j, position k. */
-static json_t *result_for(size_t idx, const soap_lead *in, const gw_job *j, size_t k,
+/* One result object for lead index idx (its input id in_id, or 0) of batch
+ * job j, position k. */
+static json_t *result_for(size_t idx, int64_t in_id, const gw_job *j, size_t k,
                           size_t *created, size_t *updated, size_t *failed, size_t *not_sent)
 {
     json_t *res = json_object();
@@ -186,7 +224,7 @@ static json_t *result_for(size_t idx, const soap_lead *in, const gw_job *j, size
     const char *status;
     char err[256];
     err[0] = '\0';
-    int64_t id = in->has_id ? in->id : 0;
+    int64_t id = in_id;
 
     if (j->outcome == GW_OUT_OK) {
         if (k < j->sync.nstatuses) {
@@ -235,26 +273,80 @@ static json_t *result_for(size_t idx, const soap_lead *in, const gw_job *j, size
     return res;
 }
 
-/* Runs on an HTTP thread once every batch has ended: invalidates, then
- * replies with one result per input lead. */
+static void sync_on_resume(gw_req *r);
+
+/* Converts the next wave's leads from the body and submits its batches.
+ * Returns 0 (submitted, or answered 429 by the API key's budget on the
+ * first wave), or -1 (no memory; nothing submitted). */
+static int submit_wave(gw_req *r, sy_state *st)
+{
+    gw_app *app = gw_req_app(r);
+    char err[256];
+    size_t n = st->body.nleads - st->first;
+    if (n > st->wave * st->batch)
+        n = st->wave * st->batch;
+    if (gw_sync_body_leads(&st->body, st->text, st->first, n, st->leads, err, sizeof err) != 0)
+        return -1;
+    st->nleads = n;
+    st->njobs = (n + st->batch - 1) / st->batch;
+    for (size_t b = 0; b < st->njobs; b++) {
+        gw_job *j = &st->jobs[b];
+        size_t first = b * st->batch;
+        j->kind = GW_CALL_SYNC_MULTIPLE;
+        j->sync_leads = &st->leads[first];
+        j->nsync = n - first < st->batch ? n - first : st->batch;
+        j->dedup = st->body.dedup;
+        gw_leads_job_deadlines(r, j);
+    }
+    gw_leads_submit_all(r, app->upstream, &st->waiter, st->jobs, st->njobs, sync_on_resume);
+    return 0;
+}
+
+/* Appends the result of lead idx (batch job j, position k) to st->results. */
+static int add_result(sy_state *st, size_t idx, const gw_job *j, size_t k)
+{
+    json_t *res = result_for(idx, st->body.spans[idx].id, j, k, &st->created, &st->updated,
+                             &st->failed, &st->not_sent);
+    return res != NULL && json_array_append_new(st->results, res) == 0 ? 0 : -1;
+}
+
+/* Replies with every result, in input order. */
+static void reply_results(gw_req *r, sy_state *st)
+{
+    json_t *body = json_pack("{s:O, s:I, s:I, s:I, s:I}", "results", st->results,
+                             "created", (json_int_t)st->created, "updated",
+                             (json_int_t)st->updated, "failed", (json_int_t)st->failed,
+                             "not_sent", (json_int_t)st->not_sent);
+    if (!body) {
+        gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+        return;
+    }
+    GW_LOG(GW_LOG_INFO, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "request_id", gw_req_id(r),
+                                  "leads", (json_int_t)st->body.nleads, "created",
+                                  (json_int_t)st->created, "updated", (json_int_t)st->updated,
+                                  "failed", (json_int_t)st->failed, "not_sent",
+                                  (json_int_t)st->not_sent),
+           "sync finished");
+    gw_req_reply_json(r, 200, body);
+}
+
+/* Runs on an HTTP thread once every batch of a wave has ended: invalidates
+ * what the wave may have changed, records its results, then submits the
+ * next wave or replies. */
 static void sync_on_resume(gw_req *r)
 {
     sy_state *st = gw_req_state(r);
-    size_t created = 0, updated = 0, failed = 0, not_sent = 0;
-    int calls = 0;
-    bool all_refused = true;
-    const gw_job *first_refused = NULL;
-    json_t *results = NULL;
-    json_t *body = NULL;
+    const gw_job *refused = NULL;
+    bool wave_refused = true;
 
     for (size_t b = 0; b < st->njobs; b++) {
         const gw_job *j = &st->jobs[b];
-        calls += j->attempts;
+        st->calls += j->attempts;
         if (j->outcome == GW_OUT_RATE_LIMITED || j->outcome == GW_OUT_QUOTA) {
-            if (!first_refused)
-                first_refused = j;
+            if (!refused)
+                refused = j;
         } else {
-            all_refused = false;
+            wave_refused = false;
         }
         if (j->outcome == GW_OUT_OK && j->sync.nstatuses != j->nsync)
             GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
@@ -263,39 +355,33 @@ static void sync_on_resume(gw_req *r)
                    "syncMultipleLeads answered %zu statuses for %zu records",
                    j->sync.nstatuses, j->nsync);
     }
-    gw_req_note_upstream(r, calls);
     invalidate_cache(r, st);
-
-    if (all_refused && first_refused) {
-        gw_req_reply_job_error(r, first_refused);
+    if (wave_refused && !st->sent_any) {
+        gw_req_note_upstream(r, st->calls);
+        gw_req_reply_job_error(r, refused);
         return;
     }
-    results = json_array();
-    if (!results)
-        goto oom;
-    for (size_t i = 0; i < st->req.nleads; i++) {
-        size_t b = i / st->batch;
-        size_t k = i % st->batch;
-        json_t *res = result_for(i, &st->req.leads[i], &st->jobs[b], k, &created, &updated,
-                                 &failed, &not_sent);
-        if (!res || json_array_append_new(results, res) != 0)
+    st->sent_any = true;
+    for (size_t i = 0; i < st->nleads; i++)
+        if (add_result(st, st->first + i, &st->jobs[i / st->batch], i % st->batch) != 0)
             goto oom;
+    size_t next = st->first + st->nleads;
+    if (next < st->body.nleads && !wave_refused) {
+        wave_free(st);
+        st->first = next;
+        if (submit_wave(r, st) != 0)
+            goto oom;
+        return;
     }
-    body = json_pack("{s:o, s:I, s:I, s:I, s:I}", "results", results,
-                     "created", (json_int_t)created, "updated", (json_int_t)updated,
-                     "failed", (json_int_t)failed, "not_sent", (json_int_t)not_sent);
-    results = NULL;
-    if (!body)
-        goto oom;
-    GW_LOG(GW_LOG_INFO, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "request_id", gw_req_id(r),
-                                  "leads", (json_int_t)st->req.nleads, "created",
-                                  (json_int_t)created, "updated", (json_int_t)updated, "failed",
-                                  (json_int_t)failed, "not_sent", (json_int_t)not_sent),
-           "sync finished");
-    gw_req_reply_json(r, 200, body);
+    /* after a wave the budget refused whole, the rest is not sent either */
+    for (size_t i = next; i < st->body.nleads; i++)
+        if (add_result(st, i, refused, 0) != 0)
+            goto oom;
+    gw_req_note_upstream(r, st->calls);
+    reply_results(r, st);
     return;
 oom:
-    json_decref(results);
+    gw_req_note_upstream(r, st->calls);
     gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
 }
 
@@ -313,14 +399,12 @@ void gw_handle_sync(gw_req *r)
         return;
     }
     gw_req_set_state(r, st, sy_state_free);
+    st->text = body ? body : "";
+    st->text_len = len;
     err[0] = '\0';
     size_t max_leads = cfg->max_sync_leads > 0 ? (size_t)cfg->max_sync_leads : 10000;
-    if (gw_sync_request_parse(body ? body : "", len, max_leads, &st->req, err, sizeof err) != 0) {
+    if (gw_sync_body_scan(st->text, len, max_leads, &st->body, err, sizeof err) != 0) {
         gw_req_reply_problem(r, 400, "Bad Request", err[0] ? err : "invalid sync body", NULL);
-        return;
-    }
-    if (st->req.nleads == 0) {
-        gw_req_reply_problem(r, 400, "Bad Request", "\"leads\" must not be empty", NULL);
         return;
     }
     if (!app->upstream_configured || !app->upstream) {
@@ -331,24 +415,13 @@ void gw_handle_sync(gw_req *r)
     st->batch = cfg->sync_batch_size;
     if (st->batch < 1 || st->batch > SOAP_MAX_SYNC_PER_CALL)
         st->batch = SOAP_MAX_SYNC_PER_CALL;
-    st->njobs = (st->req.nleads + st->batch - 1) / st->batch;
-    st->jobs = calloc(st->njobs, sizeof *st->jobs);
-    if (!st->jobs) {
-        st->njobs = 0;
+    st->wave = cfg->rl_max_concurrent > 0 ? (size_t)cfg->rl_max_concurrent : 1;
+    size_t nbatches = (st->body.nleads + st->batch - 1) / st->batch;
+    if (st->wave > nbatches)
+        st->wave = nbatches;
+    st->jobs = calloc(st->wave, sizeof *st->jobs);
+    st->leads = calloc(st->wave * st->batch, sizeof *st->leads);
+    st->results = json_array();
+    if (!st->jobs || !st->leads || !st->results || submit_wave(r, st) != 0)
         gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
-        return;
-    }
-    for (size_t b = 0; b < st->njobs; b++) {
-        gw_job *j = &st->jobs[b];
-        size_t first = b * st->batch;
-        size_t n = st->req.nleads - first;
-        if (n > st->batch)
-            n = st->batch;
-        j->kind = GW_CALL_SYNC_MULTIPLE;
-        j->sync_leads = &st->req.leads[first];
-        j->nsync = n;
-        j->dedup = st->req.dedup;
-        gw_leads_job_deadlines(r, j);
-    }
-    gw_leads_submit_all(r, app->upstream, &st->waiter, st->jobs, st->njobs, sync_on_resume);
 }
