@@ -5,7 +5,8 @@ Binary: GATEWAY_BIN (default build/gateway/marketo-gateway under the repository)
 
 Each test starts marketo-gateway on 127.0.0.1 port 0 with a temporary INI
 file, reads the real port from its "marketo-gateway listening on HOST:PORT"
-stdout line, and stops it at teardown (SIGKILL if it is still running). No
+stdout line, and stops it at teardown with SIGTERM (tests/pylib/mgw_harness.py;
+a sanitizer report in its stderr fails the test). No
 marketo-sim is needed: these routes never reach Marketo, and the /leads
 routes are only checked up to the server's own answers (auth, 503 without an
 upstream, 404/405, 413, CORS). The upstream, when one is configured, is a
@@ -15,26 +16,26 @@ import http.client
 import json
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
-import tempfile
+import sys
 import threading
 import time
 
 import pytest
 import requests
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-GATEWAY_BIN = os.path.abspath(os.environ.get(
-    "GATEWAY_BIN", os.path.join(ROOT, "build", "gateway", "marketo-gateway")))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import mgw_harness as harness  # noqa: E402
+
+ROOT = harness.ROOT
+GATEWAY_BIN = harness.GATEWAY_BIN
 KEY1 = "srv-test-key-0123456789"
 KEY2 = "second-key-abcdef"
 WRONG = "not-the-key"
 ORIGIN = "https://app.example.com"
 DEAD_ENDPOINT = "http://127.0.0.1:9/soap/mktows/2_3"  # discard port: nothing listens
-START_TIMEOUT = 15.0
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 # One exposition line: a comment, or name{labels} value.
 METRIC_LINE = re.compile(
@@ -58,69 +59,20 @@ def _need_binary():
 
 
 def _clean_env(extra=None):
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MARKETO_", "GATEWAY_", "AUTH_", "CURSOR_", "REDIS_",
-                                "CACHE_", "RATELIMIT_", "CORS_"))}
-    env.update(extra or {})
-    return env
+    return harness.child_env(extra)
 
 
 def _write_ini(path, settings):
-    sections = {}
-    for dotted, value in settings.items():
-        if value is None:
-            continue
-        section, key = dotted.split(".", 1)
-        sections.setdefault(section, {})[key] = value
-    with open(path, "w") as f:
-        for section, kv in sections.items():
-            f.write("[%s]\n" % section)
-            for k, v in kv.items():
-                f.write("%s = %s\n" % (k, v))
+    harness.write_ini(path, settings)
 
 
-class Gateway:
-    """A running marketo-gateway, its port and its captured stderr."""
+class Gateway(harness.Gateway):
+    """A running marketo-gateway, its port and its captured stderr (tests/pylib/mgw_harness.py)."""
 
     def __init__(self, settings, env=None):
         _need_binary()
-        self.tmp = tempfile.TemporaryDirectory(prefix="server-gw-")
-        self.ini = os.path.join(self.tmp.name, "gateway.ini")
-        _write_ini(self.ini, settings)
-        self.err_path = os.path.join(self.tmp.name, "stderr.log")
-        self.err = open(self.err_path, "wb")
-        self.proc = subprocess.Popen([GATEWAY_BIN, "--config", self.ini],
-                                     stdout=subprocess.PIPE, stderr=self.err,
-                                     stdin=subprocess.DEVNULL, cwd=self.tmp.name,
-                                     env=_clean_env(env))
-        self.stdout_lines = []
-        try:
-            self.host, self.port = self._read_listen_line()
-        except Exception:
-            self.kill()
-            raise
-        self.base = "http://127.0.0.1:%d" % self.port
-
-    def _read_listen_line(self):
-        deadline = time.monotonic() + START_TIMEOUT
-        buf = b""
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("gateway exited with %s before listening:\n%s"
-                                   % (self.proc.returncode, self.stderr_text()))
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.1)
-            if not ready:
-                continue
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            buf += chunk
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                text = line.decode("utf-8", "replace")
-                self.stdout_lines.append(text)
-                m = re.match(r"^marketo-gateway listening on (.+):(\d+)$", text)
-                if m:
-                    return m.group(1), int(m.group(2))
-        raise RuntimeError("no listening line within %.0f s" % START_TIMEOUT)
+        super().__init__(settings, env=env, binary=GATEWAY_BIN, tmp_prefix="server-gw-",
+                         log_name="stderr.log")
 
     def url(self, path):
         return self.base + path
@@ -130,9 +82,7 @@ class Gateway:
         return requests.get(self.url(path), **kw)
 
     def stderr_text(self):
-        self.err.flush()
-        with open(self.err_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return self.log_text()
 
     def log_lines(self):
         return [json.loads(line) for line in self.stderr_text().splitlines() if line.strip()]
@@ -142,18 +92,12 @@ class Gateway:
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=timeout)
 
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.proc.stdout.close()
-        self.err.close()
-        self.tmp.cleanup()
-
 
 @pytest.fixture
 def start():
-    """Factory: start(overrides) -> Gateway; every gateway is killed at teardown."""
+    """Factory: start(overrides) -> Gateway. At teardown every gateway gets SIGTERM
+    and the test fails on a sanitizer report, a gateway that did not stop within
+    10 s, or an exit status other than 0."""
     started = []
 
     def make(overrides=None, env=None):
@@ -163,23 +107,9 @@ def start():
         started.append(g)
         return g
     yield make
-    problems = []
-    for g in started:
-        if g.proc.poll() is None:
-            # A clean stop, so that sanitizer builds report leaks and errors.
-            try:
-                g.terminate(timeout=10)
-            except subprocess.TimeoutExpired:
-                problems.append("gateway did not stop on SIGTERM")
-        if g.proc.returncode not in (0, None, -signal.SIGKILL, -signal.SIGTERM):
-            problems.append("gateway exited %s:\n%s" % (g.proc.returncode, g.stderr_text()[-3000:]))
-        text = g.stderr_text()
-        for marker in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
-            if marker in text:
-                problems.append("sanitizer report:\n" + text[-3000:])
-                break
-        g.kill()
-    assert not problems, "\n".join(problems)
+    problems = harness.stop_all(started)
+    if problems:
+        pytest.fail("\n----\n".join(problems), pytrace=False)
 
 
 @pytest.fixture
