@@ -334,7 +334,11 @@ def test_openapi_documents_every_route(gw):
 
 
 def test_every_documented_path_answers(gw):
+    # gw has no marketo.soap_endpoint: every route that needs Marketo answers
+    # server.c's 503 "upstream-not-configured" problem (after auth, before its
+    # handler); the operations routes answer their own bodies (ops.c).
     doc = gw.get("/openapi.json").json()
+    seen = set()
     for path, item in doc["paths"].items():
         concrete = path.replace("{id}", "1")
         for method in item:
@@ -344,6 +348,30 @@ def test_every_documented_path_answers(gw):
                                  headers={"X-API-Key": KEY1}, json={} if method == "post" else None)
             assert r.status_code != 404, (method, path, r.text)
             assert r.status_code != 405, (method, path, r.text)
+            seen.add((method, path))
+            if path == "/healthz":
+                assert r.status_code == 200, r.text
+                assert r.json() == {"status": "ok"}
+            elif path == "/readyz":
+                body = assert_problem(r, 503)
+                assert body["type"] == "urn:marketo-gateway:problem:upstream-not-configured"
+                assert body["title"] == "Not ready"
+                assert body["detail"] == "upstream not configured (marketo.soap_endpoint)"
+            elif path == "/metrics":
+                assert r.status_code == 200, r.text
+                assert r.headers["Content-Type"].startswith("text/plain")
+                assert re.search(r'^gateway_upstream_configured 0$', r.text, re.M), r.text[:2000]
+            elif path == "/openapi.json":
+                assert r.status_code == 200, r.text
+                assert r.json() == doc
+            else:
+                body = assert_problem(r, 503)
+                assert body == {
+                    "type": "urn:marketo-gateway:problem:upstream-not-configured",
+                    "title": "Upstream not configured", "status": 503,
+                    "detail": "marketo.soap_endpoint is not set",
+                    "request_id": r.headers["X-Request-ID"]}, (method, path, body)
+    assert {("get", "/leads"), ("get", "/leads/{id}"), ("post", "/leads/sync")} <= seen
 
 
 # ------------------------------------------------------------------- auth
@@ -433,20 +461,28 @@ def test_request_id_replaced(gw, rid):
 
 def test_request_id_with_cr_lf_never_reflected(gw):
     # A bare CR inside the value: the value is invalid and replaced.
-    status, headers, _ = raw_request(
+    status, headers, body = raw_request(
         gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: ab\rInjected: 1"
         b"\r\nConnection: close\r\n\r\n")
     assert "injected" not in headers
+    assert b"Injected" not in body and b"ab\r" not in body
     if status == 200:
         assert HEX32.match(headers["x-request-id"]), headers
+        assert json.loads(body) == {"status": "ok"}
+    else:
+        # libmicrohttpd refuses the malformed header block itself (400, its
+        # own HTML page): neither the value nor the injected name comes back.
+        assert status == 400, (status, headers, body)
     # CRLF ends the header: the id is "ab" and "Injected" is a request header
     # of its own, never a response header.
-    status, headers, _ = raw_request(
+    status, headers, body = raw_request(
         gw.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Request-ID: ab\r\nInjected: 1"
         b"\r\nConnection: close\r\n\r\n")
     assert status == 200
     assert "injected" not in headers
     assert headers["x-request-id"] == "ab"
+    assert headers["content-type"].startswith("application/json")
+    assert json.loads(body) == {"status": "ok"}
 
 
 def test_problem_carries_request_id(gw):
@@ -576,9 +612,17 @@ def test_body_over_cap_chunked(gw):
 
 
 def test_body_at_cap_is_accepted(gw):
+    # A body of exactly gateway.max_body_bytes is read whole and the request
+    # goes on to the next check: gw has no upstream, so server.c's dispatch
+    # answers 503 "upstream-not-configured" (a body over the cap would have
+    # been 413 "body-too-large" before that check).
     r = requests.post(gw.url("/leads/sync"), data=b"x" * 2048, timeout=10,
                       headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
-    assert r.status_code != 413
+    body = assert_problem(r, 503)
+    assert body["type"] == "urn:marketo-gateway:problem:upstream-not-configured", body
+    assert body["title"] == "Upstream not configured"
+    assert body["detail"] == "marketo.soap_endpoint is not set"
+    assert "exceeds" not in r.text
 
 
 # ------------------------------------------------------------- shutdown
