@@ -7,8 +7,9 @@ Classes:
 
 - Gateway(settings, env=None): marketo-gateway with an INI file written from
   `settings`, a dict of dotted keys "section.key" -> value (None: left out).
-- Sim(leads=..., latency_ms=None, extra=()): marketo-sim and its admin API
-  (/_sim/stats, /_sim/faults, /_sim/limits, /_sim/reset).
+- Sim(user_id, encryption_key, leads=None, latency_ms=None, extra=()):
+  marketo-sim and its admin API (/_sim/stats, /_sim/faults, /_sim/limits,
+  /_sim/reset).
 - Redis(port=None): a redis-server without persistence; kill() and restart()
   on the same port.
 
@@ -20,10 +21,12 @@ to a log file there (log_text()), port 0 read back from the
 stop(): SIGTERM, wait up to STOP_TIMEOUT s (SIGKILL only after that), then the
 captured stderr is scanned for sanitizer reports. stop() returns a Stopped
 record whose `problems` lists every sanitizer report, a process that had to be
-SIGKILLed, and an unexpected exit status; `Stopped.raise_for_problems()` or
+SIGKILLed, and an exit status other than 0; `Stopped.raise_for_problems()` or
 `stop_all()` turn them into errors. A process that a test killed on purpose
 with kill() (SIGKILL) is exempt from the clean-exit checks, for that process
 only; a sanitizer report it printed before it was killed is still reported.
+stop_all() keeps the temp dir of a process with a problem (its path is in the
+message), MGW_KEEP_LOGS=1 keeps every one.
 """
 import os
 import re
@@ -70,8 +73,12 @@ class NotAvailable(RuntimeError):
 
 
 def need(path):
+    """The absolute path of a binary (children run in their temp dir), or NotAvailable."""
+    if os.sep not in path:
+        path = shutil.which(path) or path
     if not os.path.exists(path):
         raise NotAvailable("binary not built: %s" % path)
+    return os.path.abspath(path)
 
 
 def child_env(extra=None, sections=()):
@@ -178,7 +185,8 @@ def drain(stream):
 class Stopped:
     """What stop() found: exit status, whether it was killed, sanitizer reports."""
 
-    def __init__(self, name, pid, returncode, killed_by_test, timed_out, reports, log_path):
+    def __init__(self, name, pid, returncode, killed_by_test, timed_out, reports, log_path,
+                 tail=""):
         self.name = name
         self.pid = pid
         self.returncode = returncode
@@ -196,9 +204,9 @@ class Stopped:
                     "%s (pid %d) did not exit within %.0f s of SIGTERM and was SIGKILLed "
                     "(a sanitizer report at exit would have been lost)"
                     % (name, pid, STOP_TIMEOUT))
-            elif returncode not in (0, -signal.SIGTERM):
-                self.problems.append("%s (pid %d) exited with status %s"
-                                     % (name, pid, returncode))
+            elif returncode != 0:
+                self.problems.append("%s (pid %d) exited with status %s; the end of its stderr:\n%s"
+                                     % (name, pid, returncode, tail))
 
     def raise_for_problems(self):
         if self.problems:
@@ -303,7 +311,8 @@ class Process:
             self._log.close()
         reports = sanitizer_reports(text) if self.scan_sanitizers else []
         self.stopped = Stopped(self.name, self.proc.pid, self.proc.returncode,
-                               self.killed_by_test, timed_out, reports, self.log_path)
+                               self.killed_by_test, timed_out, reports, self.log_path,
+                               tail=text[-2000:])
         return self.stopped
 
     def cleanup(self):
@@ -347,7 +356,7 @@ class Gateway(Process):
     def __init__(self, settings, env=None, binary=None, workdir=None, log_name=None,
                  tmp_prefix="mgw-gw-", ini_name="gateway.ini", start=True):
         binary = binary or GATEWAY_BIN
-        need(binary)
+        binary = need(binary)
         super().__init__([binary], env=None, workdir=workdir, log_name=log_name or "gateway.log",
                          tmp_prefix=tmp_prefix)
         self.settings = dict(settings)
@@ -368,7 +377,7 @@ class Sim(Process):
                  binary=None, workdir=None, log_name=None, tmp_prefix="mgw-sim-", env=None,
                  start=True):
         binary = binary or SIM_BIN
-        need(binary)
+        binary = need(binary)
         args = [binary, "--listen", "127.0.0.1:0", "--user-id", user_id,
                 "--encryption-key", encryption_key]
         if leads is not None:
@@ -437,7 +446,7 @@ class Redis(Process):
     def __init__(self, port=None, binary=None, workdir=None, log_name="redis.log",
                  tmp_prefix="mgw-redis-", start=True, attempts=3):
         binary = binary or REDIS_SERVER
-        need(binary)
+        binary = need(binary)
         super().__init__([], env=child_env(), workdir=workdir, log_name=log_name,
                          tmp_prefix=tmp_prefix, listen=False, stdout_to_log=True)
         self.binary = binary
