@@ -21,19 +21,25 @@ the gateway with Cache-Control: no-cache and compared.
 
 Pass criteria (each printed; exit 1 if any fails): gateway RSS at the end
 within 10% of its level after warm-up, no growth in open fds (+8), no crash
-(gateway and sim alive throughout, both exit 0 on SIGTERM), every sync
-result accounted for, and every confirmed write visible to the next lookup.
+(gateway and sim alive throughout, both exit 0 on SIGTERM, no sanitizer
+report in their stderr), every sync result accounted for, every confirmed
+write visible to the next lookup, and the error answers (Soak.error_verdicts,
+where each bound is derived): no 500 and no connection error, 502s under a
+bound derived from the injected fault rate, no 503/504, and reads after
+writes that got no 200 only as backpressure (429/503) during a latency spike
+or Redis outage (a few outside) or as an injected 502.
+
+Processes are started and stopped by tests/pylib/mgw_harness.py.
 """
 import argparse
 import collections
 import hashlib
 import json
+import math
 import os
 import random
-import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,6 +48,9 @@ import threading
 import time
 
 import requests
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+import mgw_harness as harness  # noqa: E402
 
 USER_ID = "bigcorp1_461839624B16E06BA2D663"
 ENC_KEY = "899756834129871744AAEE88DDCC77CDEEDEC1AAAD66"
@@ -59,64 +68,20 @@ UPSTREAM_RPS = 25.0
 HOT_SET = 300
 ORIG = "<original>"      # the lead's seeded Company (never a soak- value)
 ABSENT = "<absent>"      # no such lead
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+# The sim fails this share of accepted calls with fault 20011 (a Marketo-side
+# internal error), which the gateway retries; after RETRY_ATTEMPTS faulted
+# attempts in a row a lookup answers 502.
+FAULT_RATE = 0.1
+RETRY_ATTEMPTS = 3
+QUEUE_TIMEOUT_MS = 10000          # ratelimit.queue_timeout_ms (the default, made explicit)
+SPIKE_S = 10.0                    # length of one latency spike episode
+REDIS_DOWN_S = 5.0                # Redis is restarted this long after its kill -9
+FRESH_TRIES = 3                   # reads of a confirmed write before it counts as unreadable
 
 
 def log(msg):
     sys.stdout.write("[%s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stdout.flush()
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def read_port(proc, prefix, timeout=15.0):
-    """Reads stdout lines until one starts with prefix; returns the port after the last ':'."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("process exited with %s before listening" % proc.returncode)
-        ready, _, _ = select.select([proc.stdout], [], [], 0.1)
-        if not ready:
-            continue
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        buf += chunk
-        while b"\n" in buf:
-            line, buf = buf.split(b"\n", 1)
-            text = line.decode("utf-8", "replace").strip()
-            if text.startswith(prefix):
-                return int(text.rsplit(":", 1)[1])
-    raise RuntimeError("no '%s' line within %.0f s" % (prefix, timeout))
-
-
-def drain(stream):
-    """Keeps reading a pipe so the child never blocks on a full stdout."""
-    def run():
-        try:
-            while os.read(stream.fileno(), 65536):
-                pass
-        except (OSError, ValueError):
-            pass
-    threading.Thread(target=run, daemon=True).start()
-
-
-def stop(proc, sig=signal.SIGTERM, timeout=30.0):
-    """Sends sig and waits; returns the exit code (None if it had to be killed)."""
-    if proc.poll() is not None:
-        return proc.returncode
-    proc.send_signal(sig)
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-        return None
 
 
 def proc_sample(pid):
@@ -133,115 +98,51 @@ def proc_sample(pid):
     return rss, fds
 
 
-class Redis:
+class Redis(harness.Redis):
     """A redis-server without persistence on a fixed port; kill -9 and restart."""
 
     def __init__(self, tmp):
-        self.dir = os.path.join(tmp, "redis")
-        os.makedirs(self.dir)
-        self.port = free_port()
-        self.logf = open(os.path.join(tmp, "redis.log"), "ab")
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, "--daemonize", "no"],
-            stdout=self.logf, stderr=self.logf, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.ping():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited with %s" % self.proc.returncode)
-            time.sleep(0.05)
-        raise RuntimeError("redis-server did not answer PING")
-
-    def ping(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+        super().__init__(workdir=tmp, log_name="redis.log")
 
     def kill9(self):
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=5)
-
-    def stop(self):
-        if self.proc is not None:
-            stop(self.proc)
-        self.logf.close()
+        self.kill()
 
 
-class Sim:
+class Sim(harness.Sim):
     """marketo-sim and its admin API."""
 
     def __init__(self, binary, tmp):
-        args = [binary, "--listen", "127.0.0.1:0", "--user-id", USER_ID,
-                "--encryption-key", ENC_KEY, "--leads", str(SIM_LEADS),
-                "--calls-per-window", "1000", "--window-seconds", "20",
-                "--max-concurrent", "10", "--daily-quota", "0"]
-        self.log_path = os.path.join(tmp, "sim.log")
-        self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.logf,
-                                     stdin=subprocess.DEVNULL, cwd=tmp)
-        self.port = read_port(self.proc, "marketo-sim listening on")
-        drain(self.proc.stdout)
-        self.base = "http://127.0.0.1:%d" % self.port
-        self.endpoint = self.base + "/soap/mktows/2_3"
+        super().__init__(USER_ID, ENC_KEY, leads=SIM_LEADS, binary=binary, workdir=tmp,
+                         log_name="sim.log",
+                         extra=["--calls-per-window", "1000", "--window-seconds", "20",
+                                "--max-concurrent", "10", "--daily-quota", "0"])
 
-    def admin(self, path, body=None):
-        if body is None:
-            r = requests.get(self.base + path, timeout=10)
-        else:
-            r = requests.post(self.base + path, json=body, timeout=10)
-        if r.status_code not in (200, 201, 204):
-            raise RuntimeError("sim admin %s: %d %s" % (path, r.status_code, r.text[:200]))
+    def admin_json(self, path, body=None):
+        r = self.admin(path, body)
         return r.json() if r.text.strip() else None
 
     def set_faults(self, latency_ms, jitter_ms, seed):
         for i, op in enumerate(("getLead", "getMultipleLeads", "syncLead", "syncMultipleLeads")):
-            self.admin("/_sim/faults", {"operation": op, "error_rate": 0.1, "fault_code": 20011,
+            self.admin("/_sim/faults", {"operation": op, "error_rate": FAULT_RATE,
+                                        "fault_code": 20011,
                                         "latency_ms": latency_ms, "jitter_ms": jitter_ms,
                                         "seed": seed * 10 + i})
 
-    def clear_faults(self):
-        self.admin("/_sim/faults", {"operation": "*", "clear": True})
-
-
-class Gateway:
+class Gateway(harness.Gateway):
     """marketo-gateway with the settings of the soak."""
 
     def __init__(self, binary, tmp, endpoint, redis_port):
-        conf = {
-            "marketo": {"soap_endpoint": endpoint, "user_id": USER_ID,
-                        "encryption_key": ENC_KEY},
-            "gateway": {"listen": "127.0.0.1:0", "threads": "4"},
-            "auth": {"api_keys": API_KEY},
-            "redis": {"url": "redis://127.0.0.1:%d/0" % redis_port},
-            "ratelimit": {"calls_per_window": "1000", "window_seconds": "20",
-                          "max_concurrent": "10", "daily_quota": "10000000"},
-        }
-        self.ini = os.path.join(tmp, "gateway.ini")
-        with open(self.ini, "w") as f:
-            for section, kv in conf.items():
-                f.write("[%s]\n" % section)
-                for k, v in kv.items():
-                    f.write("%s = %s\n" % (k, v))
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("MARKETO_", "GATEWAY_", "AUTH_", "CURSOR_", "REDIS_",
-                                    "CACHE_", "RATELIMIT_", "CORS_"))}
-        self.log_path = os.path.join(tmp, "gateway.log")
-        self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([binary, "--config", self.ini], stdout=subprocess.PIPE,
-                                     stderr=self.logf, stdin=subprocess.DEVNULL, cwd=tmp,
-                                     env=env)
-        self.port = read_port(self.proc, "marketo-gateway listening on")
-        drain(self.proc.stdout)
-        self.base = "http://127.0.0.1:%d" % self.port
+        super().__init__({
+            "marketo.soap_endpoint": endpoint, "marketo.user_id": USER_ID,
+            "marketo.encryption_key": ENC_KEY,
+            "marketo.retry_max_attempts": RETRY_ATTEMPTS,
+            "gateway.listen": "127.0.0.1:0", "gateway.threads": "4",
+            "auth.api_keys": API_KEY,
+            "redis.url": "redis://127.0.0.1:%d/0" % redis_port,
+            "ratelimit.calls_per_window": "1000", "ratelimit.window_seconds": "20",
+            "ratelimit.max_concurrent": "10", "ratelimit.daily_quota": "10000000",
+            "ratelimit.queue_timeout_ms": QUEUE_TIMEOUT_MS,
+        }, binary=binary, workdir=tmp, log_name="gateway.log")
 
     def session(self):
         s = requests.Session()
@@ -362,6 +263,10 @@ class Soak:
         self.crashes = []
         self.stale = []           # confirmed writes a following lookup did not see
         self.fresh_checks = 0
+        self.fresh_non200 = []    # (t, status) of every non-200 read-after-write answer
+        self.fresh_unread = []    # (t, e-mail, last status): no 200 in FRESH_TRIES reads
+        self.disturbed = []       # [start, end] (s): a latency spike or Redis outage and
+        #                           the queue timeout after it, when a 429 is legitimate
         self.seq_lock = threading.Lock()
         self.seq = 0
         self.create_n = 0
@@ -504,9 +409,24 @@ class Soak:
                     mine_created.append(e)
             # freshness: a confirmed write must be what the next lookup returns
             for e, c in rng.sample(confirmed, min(2, len(confirmed))):
-                rr = self.timed(sess, "fresh", "GET", base + "/leads",
-                                params={"email": e, "fields": "Company"})
-                if rr is None or rr.status_code != 200:
+                # Every answer other than 200 is counted (fresh_non200) and
+                # judged in the report; a transient one (429, 502, 503) is
+                # read again, since the write must still be what any later
+                # read returns (this thread is the only writer of e).
+                for attempt in range(FRESH_TRIES):
+                    rr = self.timed(sess, "fresh", "GET", base + "/leads",
+                                    params={"email": e, "fields": "Company"})
+                    code = rr.status_code if rr is not None else "conn-error"
+                    if code == 200:
+                        break
+                    with self.stats.lock:
+                        self.fresh_non200.append((round(self.elapsed(), 1), code))
+                    if code not in (429, 502, 503):
+                        break
+                    time.sleep(min(2.0, 0.5 * (attempt + 1)))
+                if code != 200:
+                    with self.stats.lock:
+                        self.fresh_unread.append((round(self.elapsed(), 1), e, code))
                     continue
                 leads = rr.json().get("leads", [])
                 got = leads[0].get("attributes", {}).get("Company") if leads else ABSENT
@@ -554,22 +474,29 @@ class Soak:
             while self.elapsed() < at:
                 if self.stop_load.wait(0.2):
                     return
-            if what == "redis":
-                self.redis.kill9()
-                self.event("redis killed (-9)")
-                if self.stop_load.wait(5.0):
-                    self.redis.start()
-                    return
-                self.redis.start()
-                self.event("redis restarted on port %d" % self.redis.port)
-            else:
-                episode += 1
-                self.sim.set_faults(1500, 1000, episode)
-                self.event("latency spike on (1500 + 0..1000 ms)")
-                if self.stop_load.wait(10.0):
-                    return
-                self.sim.set_faults(0, 300, episode * 7)
-                self.event("latency spike off")
+            window = [self.elapsed(), None]
+            self.disturbed.append(window)
+            try:
+                if what == "redis":
+                    self.redis.kill9()
+                    self.event("redis killed (-9)")
+                    if self.stop_load.wait(REDIS_DOWN_S):
+                        self.redis.restart()
+                        return
+                    self.redis.restart()
+                    self.event("redis restarted on port %d" % self.redis.port)
+                else:
+                    episode += 1
+                    self.sim.set_faults(1500, 1000, episode)
+                    self.event("latency spike on (1500 + 0..1000 ms)")
+                    if self.stop_load.wait(SPIKE_S):
+                        return
+                    self.sim.set_faults(0, 300, episode * 7)
+                    self.event("latency spike off")
+            finally:
+                # requests queued during the episode may still time out in
+                # the queue up to ratelimit.queue_timeout_ms after it
+                window[1] = self.elapsed() + QUEUE_TIMEOUT_MS / 1000.0
 
     # ---- verification --------------------------------------------------------
     def verify(self):
@@ -679,23 +606,22 @@ class Soak:
         log("load stopped at %.0f s; clearing faults, verifying" % load_end)
         verdicts = []
         if not self.redis.ping():
-            self.redis.start()
+            self.redis.restart()
         alive_before = self.gw.proc.poll() is None and self.sim.proc.poll() is None
         if alive_before:
             self.sim.clear_faults()
             time.sleep(1.0)
             ok_sync, vlines = self.verify()
-            sim_stats = self.sim.admin("/_sim/stats")
+            sim_stats = self.sim.admin_json("/_sim/stats")
         else:
             ok_sync, vlines, sim_stats = False, ["processes dead: cannot verify"], {}
         alive_after = self.gw.proc.poll() is None and self.sim.proc.poll() is None
-        gw_rc = stop(self.gw.proc)
-        sim_rc = stop(self.sim.proc)
-        self.gw.logf.close()
-        self.sim.logf.close()
-        self.redis.stop()
+        # SIGTERM, then the captured stderr of each is scanned for sanitizer
+        # reports (tests/pylib/mgw_harness.py); Redis was only killed by the
+        # chaos thread, the redis-server running now gets SIGTERM as well.
+        stopped = [self.gw.stop(), self.sim.stop(), self.redis.stop()]
         self.report(load_end, verdicts, ok_sync, vlines, sim_stats,
-                    alive_before and alive_after, gw_rc, sim_rc)
+                    alive_before and alive_after, stopped)
         failed = [v for v in verdicts if not v[1]]
         print()
         for name, ok, detail in verdicts:
@@ -707,7 +633,97 @@ class Soak:
         print("SOAK %s" % ("FAILED" if failed else "PASSED"))
         return 1 if failed else 0
 
-    def report(self, load_end, verdicts, ok_sync, vlines, sim_stats, alive, gw_rc, sim_rc):
+    def in_disturbed(self, t):
+        return any(a <= t <= (b if b is not None else float("inf")) for a, b in self.disturbed)
+
+    def error_verdicts(self, verdicts, grand):
+        """Verdicts on the error answers of the whole run (load and verification).
+
+        - 500 (and any 5xx the gateway never maps a fault to, e.g. 501):
+          none. A 500 is the gateway's own failure, never an upstream one.
+        - connection errors / resets / client timeouts (90 s; 120 s for a
+          sync): none. The gateway answers every request it accepted, also
+          while Redis is down and during latency spikes.
+        - 502 (upstream fault, unreachable or bad answer): at most
+          ceil(3 * p * N) + 10, where p = FAULT_RATE ** RETRY_ATTEMPTS (the
+          sim fails each call with fault 20011 with probability FAULT_RATE,
+          independently, and the gateway answers 502 only after
+          RETRY_ATTEMPTS faulted attempts in a row: 0.1^3 = 0.001) and N is
+          the number of answered requests that could reach Marketo (every
+          answer without X-Cache: HIT). Each such request makes one call
+          (key lookups of <= 5 e-mails, one page, one id, sync batches of
+          <= 50), so the expected count is p * N; x3 covers the Poisson
+          spread and single-flight fan-out (one failed call answers every
+          identical lookup waiting for it), +10 the small-N regime of short
+          runs. A 15-minute run saw 11 against p * N ~ 20. A gateway that
+          turns one answer in a hundred into a 502 exceeds it by far.
+        - 503 and 504: none. The gateway answers 503 only without an
+          upstream configured or while shutting down (load ends before the
+          SIGTERM), and 504 only when Marketo does not answer within
+          marketo.timeout_ms (30 s) or a request exceeds
+          gateway.request_timeout_ms (60 s); the slowest sim call here takes
+          1.5 + 1.0 s (spike) + 0.3 s (jitter), and the longest legitimate
+          request RETRY_ATTEMPTS * (queue timeout 10 s + 2.8 s) + backoffs
+          (1 s + 2 s) ~ 41 s < 60 s.
+        - read after a confirmed write that got no 200: each is counted.
+          429 and 503 are backpressure: allowed inside a latency spike or a
+          Redis outage plus the queue timeout after it (when the outbound
+          budget is legitimately short: spike calls take 1.5-2.8 s, and
+          without Redis the limiter falls back to its 1/3 share), and at
+          most max(3, 1% of the fresh reads) outside those windows (the
+          demand, ~45 calls/s at most, is below the 50 calls/s budget; the
+          15-minute run had no 429 at all). 502 is an injected fault (in
+          the 502 bound above; the read is retried). Anything else (500,
+          504, 400, 404, a connection error) fails.
+        """
+        print()
+        print("== error answers")
+        answered = sum(n for k, n in grand.items() if isinstance(k, int))
+        hits = self.stats.xcache["HIT"]
+        n_up = max(0, answered - hits)
+        p = FAULT_RATE ** RETRY_ATTEMPTS
+        lam = p * n_up
+        bound502 = int(math.ceil(3 * lam)) + 10
+        n500 = grand[500]
+        odd5xx = {k: n for k, n in grand.items()
+                  if isinstance(k, int) and k >= 500 and k not in (500, 502, 503, 504)}
+        conn = grand["conn-error"]
+        for kind in sorted(self.stats.status):
+            c = self.stats.status[kind]
+            bad = {k: n for k, n in c.items() if k == "conn-error" or (isinstance(k, int) and k >= 500)}
+            if bad:
+                print("  %-7s %s" % (kind, bad))
+        print("  502 bound: p = %.0e per upstream-bound request, %d of them (%d answers - %d"
+              " cache hits): expected %.1f, bound %d" % (p, n_up, answered, hits, lam, bound502))
+        verdicts.append(("no 500", n500 == 0 and not odd5xx,
+                         "500 x %d%s" % (n500, ", other 5xx %s" % odd5xx if odd5xx else "")))
+        verdicts.append(("no connection errors", conn == 0,
+                         "%d%s" % (conn, " %s" % dict(self.stats.errors) if self.stats.errors else "")))
+        verdicts.append(("502 within bound", grand[502] <= bound502,
+                         "502 x %d, bound %d (expected %.1f from %d upstream-bound requests)"
+                         % (grand[502], bound502, lam, n_up)))
+        verdicts.append(("no 503/504", grand[503] + grand[504] == 0,
+                         "503 x %d, 504 x %d" % (grand[503], grand[504])))
+        fresh = collections.Counter(code for _, code in self.fresh_non200)
+        backp_in = sum(1 for t, code in self.fresh_non200
+                       if code in (429, 503) and self.in_disturbed(t))
+        backp_out = sum(1 for t, code in self.fresh_non200
+                        if code in (429, 503) and not self.in_disturbed(t))
+        other = {k: n for k, n in fresh.items() if k not in (429, 502, 503)}
+        out_bound = max(3, int(0.01 * self.fresh_checks))
+        print("  reads after writes without a 200: %s (429/503 inside spike/outage windows %d,"
+              " outside %d, bound outside %d); writes never read back: %d"
+              % (dict(fresh), backp_in, backp_out, out_bound, len(self.fresh_unread)))
+        for t, e, code in self.fresh_unread[:10]:
+            print("  UNREAD t=%s %s last %s" % (t, e, code))
+        print("  disturbed windows (s): %s"
+              % ", ".join("%.0f-%.0f" % (a, b if b is not None else -1) for a, b in self.disturbed))
+        verdicts.append(("read-after-write answers", not other and backp_out <= out_bound,
+                         "%d non-200 (%s), 429/503 outside windows %d (bound %d), "
+                         "never read back %d" % (len(self.fresh_non200), dict(fresh) or "none",
+                                                 backp_out, out_bound, len(self.fresh_unread))))
+
+    def report(self, load_end, verdicts, ok_sync, vlines, sim_stats, alive, stopped):
         print()
         print("== gateway RSS (kB) / open fds, every %.0f s (t, rss, fds | sim rss, fds |"
               " in the interval before: requests, X-Cache HIT, BYPASS, 429, 5xx)"
@@ -783,6 +799,7 @@ class Soak:
         verdicts.append(("read-your-write", not self.stale,
                          "%d lookups after confirmed writes, %d stale"
                          % (self.fresh_checks, len(self.stale))))
+        self.error_verdicts(verdicts, grand)
         print()
         print("== events")
         for t, msg in self.events:
@@ -808,12 +825,14 @@ class Soak:
         print("== gateway log: %s" % dict(levels))
         for m, n in msgs.most_common(10):
             print("  %6d x %s" % (n, m))
-        san = [m for m in SANITIZER_MARKERS if m in gwlog]
-        verdicts.append(("no crash", alive and not self.crashes and gw_rc == 0 and sim_rc == 0
-                         and not san,
-                         "crashes %s, gateway exit %s, sim exit %s%s"
-                         % (self.crashes or "none", gw_rc, sim_rc,
-                            ", sanitizer report" if san else "")))
+        problems = [p for st in stopped if st is not None for p in st.problems]
+        for p in problems:
+            print("  STOP PROBLEM " + p[:3000])
+        gw_rc, sim_rc = stopped[0].returncode, stopped[1].returncode
+        san = sum(len(st.reports) for st in stopped if st is not None)
+        verdicts.append(("no crash", alive and not self.crashes and not problems,
+                         "crashes %s, gateway exit %s, sim exit %s, sanitizer reports %d"
+                         % (self.crashes or "none", gw_rc, sim_rc, san)))
         verdicts.append(("no non-JSON log lines", levels["(not json)"] == 0,
                          "%d lines" % sum(levels.values())))
 
@@ -853,7 +872,7 @@ def main():
         for name in ("gw", "sim", "redis"):
             obj = getattr(soak, name, None)
             if obj is not None and getattr(obj, "proc", None) is not None:
-                stop(obj.proc, signal.SIGKILL)
+                obj.kill()
         raise
     sys.exit(rc)
 
