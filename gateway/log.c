@@ -5,10 +5,13 @@
  * and control characters as JSON escapes, invalid UTF-8 bytes as '?');
  * gw_log_emit's jansson fields are dumped by jansson and spliced in. The
  * access log (gw_log_emit_fields) builds no jansson object at all. A line
- * goes to stderr with one write(2) (see write_line for why lines from
- * several threads never mix).
+ * goes to the logging thread's batch, written by the flusher of
+ * log_batch.c; before the batcher starts (and in tests) it goes to stderr
+ * with one write(2) (see write_line for why lines from several threads
+ * never mix).
  */
 #include "gateway/log.h"
+#include "gateway/log_batch.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -237,7 +240,8 @@ static bool core_key(const char *key)
     return strcmp(key, "ts") == 0 || strcmp(key, "level") == 0 || strcmp(key, "msg") == 0;
 }
 
-/* Writes one finished line, newline included. To a stream set by
+/* Writes one finished line, newline included. While the batcher runs and
+ * no stream is set: into the thread's batch (log_batch.c). To a stream set by
  * gw_log_set_output: one fwrite and a flush under the log mutex. To stderr:
  * write(2) on fd 2 without stdio; a line of at most PIPE_BUF bytes is one
  * write(2), atomic on a pipe and (the kernel holds the file position lock)
@@ -246,6 +250,10 @@ static bool core_key(const char *key)
 static void write_line(const char *line, size_t n)
 {
     bool locked = false;
+    /* While the batcher runs (the gateway's normal state), the line goes to
+     * this thread's buffer and the flusher writes it (log_batch.c). */
+    if (__atomic_load_n(&log_out, __ATOMIC_ACQUIRE) == NULL && gw_logb_append(line, n))
+        return;
     if (n > PIPE_BUF || __atomic_load_n(&log_out, __ATOMIC_ACQUIRE) != NULL) {
         pthread_mutex_lock(&log_lock);
         locked = true;

@@ -2,7 +2,9 @@
  *
  * Every line is valid JSON whatever the input (log.c escapes every string;
  * invalid UTF-8 bytes become '?'); CR, LF and other control characters
- * never appear raw. Lines go to stderr with one write(2) each. Never log a secret; never log a key value
+ * never appear raw. Lines go to stderr: batched per thread and written by a
+ * flusher thread once main has started it (gateway/log_batch.h), one
+ * write(2) each before that. Never log a secret; never log a key value
  * (e-mail, cookie, ...) in clear: use gw_log_redact().
  */
 #ifndef GW_LOG_H

@@ -33,6 +33,7 @@
 #include "config/config.h"
 #include "gateway/app.h"
 #include "gateway/log.h"
+#include "gateway/log_batch.h"
 #include "gateway/metrics.h"
 #include "gateway/redis.h"
 #include "gateway/server.h"
@@ -259,6 +260,10 @@ int main(int argc, char **argv)
     GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)port, "listen", where), "listening");
     printf("marketo-gateway listening on %s\n", where);
     fflush(stdout);
+    /* From here on lines are batched per thread (the start-up lines above
+     * are already on stderr when the listening line is read). */
+    if (gw_logb_start() != 0)
+        GW_LOG(GW_LOG_WARN, NULL, "log batching could not start: every line is written on its own");
 
     int sig = 0;
     while (sigwait(&set, &sig) != 0 || sig == SIGHUP)
@@ -294,5 +299,6 @@ out:
     soap_cleanup();
     gw_metrics_reset();
     gw_config_free(&cfg);
+    gw_logb_stop(); /* last: every thread that logs has ended */
     return exit_code;
 }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "gateway/log.h"
+#include "gateway/log_batch.h"
 #include "gateway/metrics.h"
 #include "gateway/server.h"
 #include "gateway/upstream.h"
@@ -57,10 +58,17 @@ void gw_handle_readyz(gw_req *r)
     gw_req_reply_json(r, 200, json_pack("{s:s}", "status", "ready"));
 }
 
-/* Refreshes the gauges that are read rather than counted: upstream queue,
- * draining, build info. */
+/* Refreshes the series that are read rather than counted where they
+ * happen: upstream queue, draining, build info, dropped log lines. */
 static void refresh_gauges(gw_app *app)
 {
+    /* log lines dropped on a full buffer (log_batch.c counts them) */
+    static atomic_uint_least64_t dropped_seen;
+    uint64_t dropped = gw_logb_dropped();
+    uint64_t before = atomic_exchange(&dropped_seen, dropped);
+    gw_counter_add(gw_metrics_counter("gateway_log_lines_dropped_total",
+                                      "Log lines dropped because stderr did not keep up", NULL),
+                   dropped > before ? dropped - before : 0);
     gw_gauge_set(gw_metrics_gauge("gateway_build_info", "Build information (always 1)",
                                   "version=\"" GW_VERSION "\""), 1);
     gw_gauge_set(gw_metrics_gauge("gateway_draining", "1 once SIGTERM was seen", NULL),

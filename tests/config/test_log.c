@@ -1,4 +1,6 @@
-/* tests/config/test_log.c - gateway/log.c: JSON lines, level filtering, redaction. */
+/* tests/config/test_log.c - gateway/log.c: JSON lines, level filtering, redaction;
+ * gateway/log_batch.c: batched lines whole and in order per thread, a stderr
+ * that does not drain never blocks a logging thread. */
 #include <ctype.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -8,10 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "gateway/log.h"
+#include "gateway/log_batch.h"
 
 /* A capture of log output: an open_memstream the logger writes to. */
 typedef struct capture {
@@ -337,6 +341,161 @@ static void test_threads_do_not_mix_lines(void **state)
     free(c.buf);
 }
 
+/* ---- batching (log_batch.c) ------------------------------------------------- */
+
+/* stderr turned into a pipe for a test: what was written, read back. */
+typedef struct errpipe {
+    int saved;          /* the real fd 2 */
+    int rd;             /* read end */
+    pthread_t reader;   /* drains rd into buf (when started) */
+    char *buf;          /* everything read */
+    size_t len, cap;    /* its length and size */
+} errpipe;
+
+static void *pipe_reader(void *arg)
+{
+    errpipe *p = arg;
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(p->rd, chunk, sizeof chunk);
+        if (n <= 0)
+            return NULL;
+        if (p->len + (size_t)n + 1 > p->cap) {
+            p->cap = (p->len + (size_t)n + 1) * 2;
+            p->buf = realloc(p->buf, p->cap);
+            assert_non_null(p->buf);
+        }
+        memcpy(p->buf + p->len, chunk, (size_t)n);
+        p->len += (size_t)n;
+        p->buf[p->len] = '\0';
+    }
+}
+
+/* Makes fd 2 the write end of a new pipe. */
+static void errpipe_open(errpipe *p)
+{
+    int fds[2];
+    memset(p, 0, sizeof *p);
+    assert_int_equal(pipe(fds), 0);
+    p->saved = dup(STDERR_FILENO);
+    assert_true(p->saved >= 0);
+    assert_true(dup2(fds[1], STDERR_FILENO) >= 0);
+    close(fds[1]);
+    p->rd = fds[0];
+}
+
+static void errpipe_start_reader(errpipe *p)
+{
+    assert_int_equal(pthread_create(&p->reader, NULL, pipe_reader, p), 0);
+}
+
+/* Puts the real stderr back and reads what is left (reader started). */
+static void errpipe_close(errpipe *p)
+{
+    dup2(p->saved, STDERR_FILENO);
+    close(p->saved);
+    pthread_join(p->reader, NULL);
+    close(p->rd);
+}
+
+/* Checks every line of buf: valid JSON with "t" and "i"; per thread t the
+ * values of i strictly increase. Returns the number of lines. */
+static size_t check_lines_in_order(const char *buf, int nthreads)
+{
+    long last[16];
+    size_t lines = 0;
+    for (int t = 0; t < 16; t++)
+        last[t] = -1;
+    const char *p = buf;
+    while (p != NULL && *p != '\0') {
+        const char *nl = strchr(p, '\n');
+        assert_non_null(nl);
+        json_error_t e;
+        json_t *o = json_loadb(p, (size_t)(nl - p), 0, &e);
+        assert_non_null(o);
+        json_int_t t = json_integer_value(json_object_get(o, "t"));
+        json_int_t i = json_integer_value(json_object_get(o, "i"));
+        assert_true(t >= 0 && t < nthreads);
+        assert_true(i > last[t]);
+        last[t] = (long)i;
+        json_decref(o);
+        lines++;
+        p = nl + 1;
+    }
+    return lines;
+}
+
+#define BATCH_LINES 3000
+
+static void *batch_writer(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    for (int i = 0; i < BATCH_LINES; i++)
+        GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:i}", "t", t, "i", i), "batched line");
+    return NULL;
+}
+
+static void test_batched_lines_whole_and_in_order(void **state)
+{
+    (void)state;
+    errpipe p;
+    errpipe_open(&p);
+    errpipe_start_reader(&p);
+    assert_int_equal(gw_logb_start(), 0);
+    uint64_t dropped = gw_logb_dropped();
+    pthread_t th[4];
+    for (int t = 0; t < 4; t++)
+        assert_int_equal(pthread_create(&th[t], NULL, batch_writer, (void *)(intptr_t)t), 0);
+    for (int t = 0; t < 4; t++)
+        pthread_join(th[t], NULL);
+    gw_logb_stop();
+    errpipe_close(&p);
+    /* a burst far faster than a pipe drains may drop lines (counted), never
+     * cut, mix or reorder them */
+    size_t got = check_lines_in_order(p.buf, 4);
+    assert_true(got > 0);
+    assert_int_equal(got + (size_t)(gw_logb_dropped() - dropped), 4 * BATCH_LINES);
+    free(p.buf);
+}
+
+static void test_lines_go_out_without_stop(void **state)
+{
+    (void)state;
+    errpipe p;
+    errpipe_open(&p);
+    errpipe_start_reader(&p);
+    assert_int_equal(gw_logb_start(), 0);
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:i}", "t", 0, "i", 1), "one line");
+    /* the flusher writes it within a few ms; wait up to 5 s, no stop */
+    for (int k = 0; k < 500 && strstr(p.buf ? p.buf : "", "one line") == NULL; k++)
+        usleep(10000);
+    assert_non_null(strstr(p.buf ? p.buf : "", "one line"));
+    gw_logb_stop();
+    errpipe_close(&p);
+    free(p.buf);
+}
+
+static void test_stuck_stderr_never_blocks(void **state)
+{
+    (void)state;
+    errpipe p;
+    errpipe_open(&p); /* nobody reads: the pipe fills at 64 KiB */
+    assert_int_equal(gw_logb_start(), 0);
+    uint64_t dropped = gw_logb_dropped();
+    /* ~5 MB of lines into a pipe nobody reads: a logging thread that waited
+     * for stderr would hang here (and the test would time out) */
+    for (int i = 0; i < 50000; i++)
+        GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:i}", "t", 0, "i", i), "stuck line");
+    assert_true(gw_logb_dropped() > dropped);
+    errpipe_start_reader(&p); /* now drain: the flusher gets unstuck */
+    gw_logb_stop();
+    errpipe_close(&p);
+    size_t got = check_lines_in_order(p.buf, 1);
+    assert_true(got > 0);
+    assert_int_equal(got + (size_t)(gw_logb_dropped() - dropped), 50000);
+    free(p.buf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -349,6 +508,9 @@ int main(void)
         cmocka_unit_test_teardown(test_threads_do_not_mix_lines, teardown),
         cmocka_unit_test_teardown(test_fields_fast_path_hostile_values, teardown),
         cmocka_unit_test_teardown(test_fields_fast_path_long_value, teardown),
+        cmocka_unit_test_teardown(test_batched_lines_whole_and_in_order, teardown),
+        cmocka_unit_test_teardown(test_lines_go_out_without_stop, teardown),
+        cmocka_unit_test_teardown(test_stuck_stderr_never_blocks, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
