@@ -31,6 +31,7 @@ typedef struct gw_config {
     char *listen;                 /* "host:port" (127.0.0.1:8080) */
     int64_t threads;              /* HTTP worker threads (0: number of cores) */
     int64_t max_body_bytes;       /* request body cap (8 MiB) */
+    int64_t max_body_total_bytes; /* request body bytes held at once, all connections (32 MiB) */
     int64_t max_keys;             /* keys in one lookup before 400 (1000) */
     int64_t max_page_size;        /* largest limit= (1000) */
     int64_t default_page_size;    /* limit when none given (100) */

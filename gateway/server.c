@@ -2,19 +2,29 @@
  * request ids, problem replies, suspend/resume and the access log.
  *
  * Life of a request (see server.h for the handler's view):
- *   1. first access-handler call: a gw_req is allocated into *req_cls, the
- *      request id assigned, the route looked up (for logs and metrics), and a
- *      Content-Length over gateway.max_body_bytes answered 413 at once;
- *   2. upload calls: the body is accumulated up to the cap; past it, the rest
- *      is read and thrown away (up to GW_DISCARD_MAX, then the connection is
- *      dropped) and the answer is 413;
- *   3. last call: 404 / 405 / CORS preflight / 401 / 503 (no upstream) or the
- *      route's handler, which replies or suspends;
+ *   1. first access-handler call, the request line and headers in, no body
+ *      byte read yet: a gw_req is allocated into *req_cls, the request id
+ *      assigned, the route looked up, and everything the headers decide is
+ *      answered at once, before the body is read (screen_request): 400
+ *      (control character in the path), 404, CORS preflight, 405, 401, 413
+ *      (a body on a route that takes none, or a Content-Length over
+ *      gateway.max_body_bytes), 415 (a JSON route without a JSON
+ *      Content-Type), 503 (no upstream; or the body would take the bytes
+ *      held by all connections past gateway.max_body_total_bytes, with
+ *      Retry-After). libmicrohttpd then closes the connection after the
+ *      reply instead of reading the unread body;
+ *   2. upload calls: the body is accumulated up to the cap, its bytes
+ *      charged to the shared body budget; past the cap or the budget
+ *      (bodies without Content-Length), the rest is read and thrown away (up
+ *      to GW_DISCARD_MAX, then the connection is dropped) and the answer is
+ *      413 or 503;
+ *   3. last call: the route's handler, which replies or suspends;
  *   4. after a handler returns, finish_call() queues the reply, or suspends
  *      the connection; a resumed connection comes back to the access handler,
  *      which runs the on_resume function and goes to step 4 again;
  *   5. libmicrohttpd's completion callback writes the access-log line, the
- *      metrics, and frees the request and the handler's state.
+ *      metrics, returns the body's bytes to the budget, and frees the
+ *      request and the handler's state.
  *
  * Replies are built into r->resp by the gw_req_reply_* functions and queued
  * by finish_call() on the connection's own thread, so a handler may build its
@@ -78,6 +88,7 @@ typedef struct gw_route {
     gw_handler_fn handler;   /* called once the request is complete and allowed */
     bool needs_auth;         /* API key required */
     bool needs_upstream;     /* 503 while marketo.soap_endpoint is not set */
+    bool json_body;          /* takes a JSON body (415 without a JSON Content-Type); false: no body at all */
 } gw_route;
 
 /* The route table. tests/server/test_server.py reads the lines between the
@@ -85,13 +96,13 @@ typedef struct gw_route {
  * line in this form. */
 /* ROUTES-BEGIN */
 static const gw_route routes[] = {
-    {"/healthz", "GET", gw_handle_healthz, false, false},
-    {"/readyz", "GET", gw_handle_readyz, false, false},
-    {"/metrics", "GET", gw_handle_metrics, false, false},
-    {"/openapi.json", "GET", gw_handle_openapi, false, false},
-    {"/leads", "GET", gw_handle_leads, true, true},
-    {"/leads/sync", "POST", gw_handle_sync, true, true},
-    {"/leads/{id}", "GET", gw_handle_lead_by_id, true, true},
+    {"/healthz", "GET", gw_handle_healthz, false, false, false},
+    {"/readyz", "GET", gw_handle_readyz, false, false, false},
+    {"/metrics", "GET", gw_handle_metrics, false, false, false},
+    {"/openapi.json", "GET", gw_handle_openapi, false, false, false},
+    {"/leads", "GET", gw_handle_leads, true, true, false},
+    {"/leads/sync", "POST", gw_handle_sync, true, true, true},
+    {"/leads/{id}", "GET", gw_handle_lead_by_id, true, true, false},
 };
 /* ROUTES-END */
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -142,6 +153,9 @@ struct gw_server {
     size_t norigins;                /* entries in origins */
     bool cors_any;                  /* "*" configured */
     size_t max_body;                /* gateway.max_body_bytes */
+    size_t body_budget;             /* gateway.max_body_total_bytes */
+    atomic_size_t body_held;        /* body bytes charged by requests not yet completed */
+    gw_gauge *body_gauge;           /* http_request_body_bytes_held */
     atomic_size_t active;           /* gw_req not yet completed */
     atomic_bool quiesced;           /* gw_server_quiesce done */
     gw_gauge *in_flight;            /* http_requests_in_flight */
@@ -165,8 +179,11 @@ struct gw_req {
     char *body;                     /* accumulated body (malloc'd, may be NULL) */
     size_t body_len;                /* bytes in body */
     size_t body_cap;                /* allocated size of body */
+    size_t body_charged;            /* bytes of body_budget this request holds */
+    size_t body_expected;           /* Content-Length (0: none or chunked) */
     bool too_large;                 /* body over the cap: answer 413 */
-    size_t discarded;               /* bytes dropped after the cap */
+    bool over_budget;               /* body over gateway.max_body_total_bytes: answer 503 */
+    size_t discarded;               /* bytes dropped after the cap or the budget */
 
     bool query_loaded;              /* qnames/qvalues filled */
     const char **qnames;            /* query names (libmicrohttpd's storage) */
@@ -906,7 +923,170 @@ static void reply_options(gw_req *r)
     }
 }
 
-/* Called once the whole request is in: checks and calls the handler. */
+/* Whether a Content-Type value names JSON: application/json, or an
+ * application/ type with the "+json" structured-syntax suffix
+ * (application/merge-patch+json), with any parameters (charset=utf-8),
+ * case-insensitive. A browser sends none of these cross-origin without a
+ * CORS preflight (only text/plain, form and multipart bodies go without
+ * one), which is what makes this check a CSRF defence when auth.disabled
+ * is true and no API key stands in the way. */
+static bool content_type_is_json(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, "application/", 12) != 0)
+        return false;
+    const char *sub = ct + 12;
+    size_t n = strcspn(sub, "; \t");
+    const char *rest = sub + n;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    if (*rest != '\0' && *rest != ';')
+        return false;
+    if (n == 4 && strncasecmp(sub, "json", 4) == 0)
+        return true;
+    return n > 5 && strncasecmp(sub + n - 5, "+json", 5) == 0;
+}
+
+/* Charges n more body bytes of r to the shared budget
+ * (gateway.max_body_total_bytes). Returns false, charging nothing, when the
+ * bytes held by all requests would go past it. */
+static bool body_charge(gw_req *r, size_t n)
+{
+    gw_server *s = r->srv;
+    size_t cur = atomic_load(&s->body_held);
+    do {
+        if (n > s->body_budget || cur > s->body_budget - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_held, &cur, cur + n));
+    r->body_charged += n;
+    gw_gauge_add(s->body_gauge, (int64_t)n);
+    return true;
+}
+
+/* Gives r's body bytes back to the shared budget. */
+static void body_uncharge(gw_req *r)
+{
+    if (r->body_charged == 0)
+        return;
+    atomic_fetch_sub(&r->srv->body_held, r->body_charged);
+    gw_gauge_add(r->srv->body_gauge, -(int64_t)r->body_charged);
+    r->body_charged = 0;
+}
+
+/* Frees what r holds of its body and its charge; the bytes read so far
+ * count as discarded. */
+static void body_drop(gw_req *r)
+{
+    r->discarded = r->body_len;
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    body_uncharge(r);
+}
+
+/* The 503 of a body the shared budget cannot hold: it comes back soon, as
+ * bodies in progress complete. */
+static void reply_body_budget(gw_req *r)
+{
+    add_retry_after(r, 1);
+    reply_problem_typed(r, 503, "body-budget", "Too many request bodies in progress",
+                        "the request bodies being received fill gateway.max_body_total_bytes; "
+                        "retry shortly",
+                        NULL);
+}
+
+/* Everything the request line and the headers decide, on the first
+ * access-handler call, before a body byte is read: an unauthenticated or
+ * misrouted request never costs more than its headers, whatever its
+ * Content-Length. Returns true when the request goes on (its body, if any,
+ * is read next, its Content-Length already charged to the body budget);
+ * false when r holds its reply. */
+static bool screen_request(gw_req *r)
+{
+    gw_server *s = r->srv;
+    for (const char *p = r->url; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            reply_problem_typed(r, 400, "invalid-request", "Invalid path",
+                                "the path holds a control character", NULL);
+            return false;
+        }
+    }
+    if (!r->path_known) {
+        reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
+        return false;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        reply_options(r);
+        return false;
+    }
+    if (r->route == NULL) {
+        char allow[64];
+        allow_methods(r, allow, sizeof allow);
+        gw_req_add_header(r, "Allow", allow);
+        reply_problem_typed(r, 405, "method-not-allowed", "Method not allowed",
+                            "this route does not accept that method", NULL);
+        return false;
+    }
+    if (r->route->needs_auth && !request_authorized(r)) {
+        gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
+        reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
+                            "a valid API key is required (Authorization: Bearer or X-API-Key)", NULL);
+        return false;
+    }
+
+    /* The body, as the headers announce it. libmicrohttpd has refused a
+     * malformed Content-Length already; chunked bodies have none. */
+    const char *te = gw_req_header(r, "Transfer-Encoding");
+    const char *cl = gw_req_header(r, "Content-Length");
+    unsigned long long len = 0;
+    bool huge = false;
+    if (cl != NULL) {
+        char *end;
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        huge = end != cl && (errno == ERANGE || len > SIZE_MAX);
+    }
+    bool has_body = te != NULL || huge || len > 0;
+    if (!r->route->json_body) {
+        if (has_body) {
+            reply_problem_typed(r, 413, "body-not-allowed", "Request body not allowed",
+                                "this route takes no request body", NULL);
+            return false;
+        }
+    } else {
+        if (!content_type_is_json(gw_req_header(r, "Content-Type"))) {
+            gw_req_add_header(r, "Accept", "application/json");
+            reply_problem_typed(r, 415, "unsupported-media-type", "Unsupported media type",
+                                "the body must be JSON: Content-Type: application/json", NULL);
+            return false;
+        }
+        if (huge || len > s->max_body) {
+            char d[96];
+            snprintf(d, sizeof d, "the request body exceeds %zu bytes", s->max_body);
+            reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
+            return false;
+        }
+    }
+    if (r->route->needs_upstream && !s->app->upstream_configured) {
+        reply_problem_typed(r, 503, "upstream-not-configured", "Upstream not configured",
+                            "marketo.soap_endpoint is not set", NULL);
+        return false;
+    }
+    if (te == NULL && len > 0) {
+        if (!body_charge(r, (size_t)len)) {
+            reply_body_budget(r);
+            return false;
+        }
+        r->body_expected = (size_t)len;
+    }
+    return true;
+}
+
+/* Called once the whole request is in (screen_request let it through):
+ * the body's own verdicts, then the handler. */
 static void dispatch(gw_req *r)
 {
     if (r->too_large) {
@@ -915,38 +1095,8 @@ static void dispatch(gw_req *r)
         reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
         return;
     }
-    for (const char *p = r->url; *p; p++) {
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            reply_problem_typed(r, 400, "invalid-request", "Invalid path",
-                                "the path holds a control character", NULL);
-            return;
-        }
-    }
-    if (!r->path_known) {
-        reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
-        return;
-    }
-    if (strcmp(r->method, "OPTIONS") == 0) {
-        reply_options(r);
-        return;
-    }
-    if (r->route == NULL) {
-        char allow[64];
-        allow_methods(r, allow, sizeof allow);
-        gw_req_add_header(r, "Allow", allow);
-        reply_problem_typed(r, 405, "method-not-allowed", "Method not allowed",
-                            "this route does not accept that method", NULL);
-        return;
-    }
-    if (r->route->needs_auth && !request_authorized(r)) {
-        gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
-        reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
-                            "a valid API key is required (Authorization: Bearer or X-API-Key)", NULL);
-        return;
-    }
-    if (r->route->needs_upstream && !r->srv->app->upstream_configured) {
-        reply_problem_typed(r, 503, "upstream-not-configured", "Upstream not configured",
-                            "marketo.soap_endpoint is not set", NULL);
+    if (r->over_budget) {
+        reply_body_budget(r);
         return;
     }
     r->route->handler(r);
@@ -1026,32 +1176,41 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
 }
 
 /* Appends an upload chunk to the body, or counts it as discarded once over
- * the cap. Returns false when the connection should be dropped. */
+ * the cap or the budget. A body with a Content-Length gets one buffer of
+ * exactly that size (charged at the headers); one without (chunked) grows
+ * by doubling up to the cap, each growth charged to the budget first.
+ * Returns false when the connection should be dropped. */
 static bool take_upload(gw_req *r, const char *data, size_t n)
 {
     size_t cap = r->srv->max_body;
-    if (!r->too_large && r->body_len + n > cap) {
+    if (!r->too_large && !r->over_budget && r->body_len + n > cap) {
         r->too_large = true;
-        free(r->body);
-        r->body = NULL;
-        r->discarded = r->body_len;
-        r->body_len = r->body_cap = 0;
+        body_drop(r);
     }
-    if (r->too_large) {
+    if (!r->too_large && !r->over_budget && r->body_len + n > r->body_cap) {
+        size_t ncap = r->body_expected;
+        if (ncap < r->body_len + n) {
+            ncap = r->body_cap ? r->body_cap : 4096;
+            while (ncap < r->body_len + n)
+                ncap *= 2;
+            if (ncap > cap)
+                ncap = cap;
+            if (!body_charge(r, ncap - r->body_cap)) {
+                r->over_budget = true;
+                body_drop(r);
+            }
+        }
+        if (!r->over_budget) {
+            char *nb = realloc(r->body, ncap);
+            if (nb == NULL)
+                return false;
+            r->body = nb;
+            r->body_cap = ncap;
+        }
+    }
+    if (r->too_large || r->over_budget) {
         r->discarded += n;
         return r->discarded <= (size_t)cap + GW_DISCARD_MAX;
-    }
-    if (r->body_len + n > r->body_cap) {
-        size_t ncap = r->body_cap ? r->body_cap : 4096;
-        while (ncap < r->body_len + n)
-            ncap *= 2;
-        if (ncap > cap)
-            ncap = cap;
-        char *nb = realloc(r->body, ncap);
-        if (nb == NULL)
-            return false;
-        r->body = nb;
-        r->body_cap = ncap;
     }
     memcpy(r->body + r->body_len, data, n);
     r->body_len += n;
@@ -1072,18 +1231,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (r == NULL)
             return MHD_NO;
         *req_cls = r;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl != NULL) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (end != cl && (errno == ERANGE || v > s->max_body)) {
-                r->too_large = true;
-                r->phase = PHASE_RUNNING;
-                dispatch(r);
-                return finish_call(r);
-            }
-        }
+        r->phase = PHASE_RUNNING;
+        if (!screen_request(r))
+            return finish_call(r);
+        r->phase = PHASE_BODY;
         return MHD_YES;
     }
 
@@ -1247,6 +1398,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         free(r->hdrs[i].value);
     }
     free(r->body);
+    body_uncharge(r);
     free(r->qnames);
     free(r->qvalues);
     pthread_mutex_destroy(&r->mu);
@@ -1369,6 +1521,9 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     }
     s->app = app;
     s->max_body = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : (8u << 20);
+    s->body_budget = cfg->max_body_total_bytes > 0 ? (size_t)cfg->max_body_total_bytes : (32u << 20);
+    if (s->body_budget < s->max_body)
+        s->body_budget = s->max_body;
     s->auth_off = cfg->auth_disabled && app->napi_keys == 0;
     s->nkeys = app->napi_keys;
     if (s->nkeys > 0) {
@@ -1389,6 +1544,9 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
         if (strcmp(s->origins[i], "*") == 0)
             s->cors_any = true;
     s->in_flight = gw_metrics_gauge("http_requests_in_flight", "HTTP requests not yet completed", NULL);
+    s->body_gauge = gw_metrics_gauge("http_request_body_bytes",
+                                     "Request body bytes held (bounded by gateway.max_body_total_bytes)",
+                                     NULL);
 
     if (gw_config_split_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", host,
                                sizeof host, &port) < 0) {
