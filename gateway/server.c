@@ -2,9 +2,11 @@
  * request ids, problem replies, suspend/resume and the access log.
  *
  * Life of a request (see server.h for the handler's view):
+ *   0. request line in (on_uri_log): a gw_req is allocated, becoming
+ *      *req_cls, and the query string copied out of libmicrohttpd's pool;
  *   1. first access-handler call, the request line and headers in, no body
- *      byte read yet: a gw_req is allocated into *req_cls, the request id
- *      assigned, the route looked up, and everything the headers decide is
+ *      byte read yet: the request id assigned, the route looked up
+ *      (req_start), and everything the headers decide is
  *      answered at once, before the body is read (screen_request): 400
  *      (control character in the path), 404, CORS preflight, 405, 401, 413
  *      (a body on a route that takes none, or a Content-Length over
@@ -65,14 +67,16 @@
 #define GW_HEADER_VALUE_MAX 1024       /* longest added header value */
 #define GW_DISCARD_MAX (4u << 20)      /* body bytes thrown away after the cap before hanging up */
 /* libmicrohttpd's per-connection memory pool: it holds the request line
- * (the whole query string), the headers, and libmicrohttpd's bookkeeping.
+ * (the whole query string, whose arguments the gateway splits in memory of
+ * its own: on_uri_log), the headers, and libmicrohttpd's bookkeeping.
  * libmicrohttpd 0.9.75 zeroes the whole pool when a keep-alive connection
  * starts its next request, so every connection that has served one request
  * keeps its whole pool resident: RSS grows by this much per open
  * connection. 32 KiB holds a lookup of gateway.max_keys (1000) typical
- * e-mails (~25 bytes each, comma-separated: ~26 KB of query string) with
- * the headers; a request line or header block larger than the pool gets
- * libmicrohttpd's own 414 (URI too long) or 431. With 5,000 idle keep-alive
+ * e-mails (~25 bytes each, comma-separated or as repeated email=: ~26 or
+ * ~32 KB of query string) with the headers; a request line or header block
+ * larger than the pool gets libmicrohttpd's own 414 (URI too long) or 431,
+ * at once (an HTML body: libmicrohttpd 0.9.75 has no hook for it). With 5,000 idle keep-alive
  * connections: ~175 MB (128 KiB: 641 MB; 8 KiB: ~55 MB but only ~250
  * e-mails a lookup). Not a setting (config/ has no key for it). */
 #define GW_CONN_MEMORY_LIMIT (32u << 10)
@@ -185,11 +189,12 @@ struct gw_req {
     bool over_budget;               /* body over gateway.max_body_total_bytes: answer 503 */
     size_t discarded;               /* bytes dropped after the cap or the budget */
 
+    bool started;                   /* the first access-handler call has run (headers in) */
+    char *query;                    /* raw query string after '?' (malloc'd; split in place), or NULL */
     bool query_loaded;              /* qnames/qvalues filled */
-    const char **qnames;            /* query names (libmicrohttpd's storage) */
-    const char **qvalues;           /* query values ("" for a bare name) */
+    const char **qnames;            /* query names (inside query) */
+    const char **qvalues;           /* query values ("" for a bare name; inside query) */
     size_t nq;                      /* entries in qnames/qvalues */
-    size_t qcap;                    /* allocated entries */
 
     void *state;                    /* handler state */
     void (*state_free)(void *);     /* frees state, or NULL */
@@ -453,35 +458,66 @@ const char *gw_req_body(gw_req *r, size_t *len)
     return r->body != NULL ? r->body : "";
 }
 
-/* libmicrohttpd iterator: appends one query argument to r's arrays. */
-static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s);
+
+/* Decodes one query name or value in place: '+' is a space, then
+ * on_unescape's %-decoding (as libmicrohttpd did to its arguments). */
+static void unescape_arg(char *s)
 {
-    gw_req *r = cls;
-    (void)kind;
-    if (r->nq == r->qcap) {
-        size_t ncap = r->qcap ? r->qcap * 2 : 16;
-        const char **n = realloc(r->qnames, ncap * sizeof *n);
-        if (n == NULL)
-            return MHD_NO;
-        r->qnames = n;
-        const char **v = realloc(r->qvalues, ncap * sizeof *v);
-        if (v == NULL)
-            return MHD_NO;
-        r->qvalues = v;
-        r->qcap = ncap;
+    for (char *c = s; *c != '\0'; c++)
+        if (*c == '+')
+            *c = ' ';
+    on_unescape(NULL, NULL, s);
+}
+
+/* Splits r->query in place into r->qnames/r->qvalues the way libmicrohttpd
+ * splits GET arguments (it no longer sees them: on_uri_log): '&' separates
+ * arguments, the first '=' a name from its value (a bare name gets ""),
+ * both decoded by unescape_arg. Empty segments ("a&&b") give empty names,
+ * as libmicrohttpd's did. Out of memory, the request has no arguments (and
+ * the lead routes answer 400). */
+static void split_query(gw_req *r)
+{
+    size_t n = 1;
+    if (r->query == NULL || r->query[0] == '\0')
+        return;
+    for (const char *p = r->query; *p != '\0'; p++)
+        if (*p == '&')
+            n++;
+    r->qnames = malloc(n * sizeof *r->qnames);
+    r->qvalues = malloc(n * sizeof *r->qvalues);
+    if (r->qnames == NULL || r->qvalues == NULL) {
+        free(r->qnames);
+        free(r->qvalues);
+        r->qnames = r->qvalues = NULL;
+        return;
     }
-    r->qnames[r->nq] = key != NULL ? key : "";
-    r->qvalues[r->nq] = value != NULL ? value : "";
-    r->nq++;
-    return MHD_YES;
+    char *p = r->query;
+    while (*p != '\0') {
+        char *amp = strchr(p, '&');
+        if (amp != NULL)
+            *amp = '\0';
+        char *eq = strchr(p, '=');
+        char *value = eq != NULL ? eq + 1 : NULL;
+        if (eq != NULL)
+            *eq = '\0';
+        unescape_arg(p);
+        if (value != NULL)
+            unescape_arg(value);
+        r->qnames[r->nq] = p;
+        r->qvalues[r->nq] = value != NULL ? value : "";
+        r->nq++;
+        if (amp == NULL)
+            break;
+        p = amp + 1;
+    }
 }
 
 size_t gw_req_query(gw_req *r, const char *const **names, const char *const **values)
 {
     if (!r->query_loaded) {
         r->query_loaded = true;
-        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, r);
+        split_query(r);
     }
     *names = r->qnames;
     *values = r->qvalues;
@@ -1146,8 +1182,9 @@ static enum MHD_Result finish_call(gw_req *r)
     }
 }
 
-/* Allocates the request on its first access-handler call. */
-static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *url, const char *method)
+/* Allocates a request for conn (from on_uri_log, when its request line is
+ * in); req_start completes it once the headers are. NULL: no memory. */
+static gw_req *req_alloc(gw_server *s, struct MHD_Connection *conn)
 {
     gw_req *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -1160,11 +1197,29 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
     r->conn = conn;
     r->key_index = -1;
     r->draining = -1;
+    return r;
+}
+
+/* Frees a request that never reached the access handler (its headers never
+ * came in complete): nothing was counted, logged or charged for it. */
+static void req_free_unstarted(gw_req *r)
+{
+    free(r->query);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* Completes the request on its first access-handler call: the headers are
+ * in, the body (if any) is not read yet. */
+static void req_start(gw_req *r, const char *url, const char *method)
+{
+    gw_server *s = r->srv;
+    r->started = true;
     r->url = url;
     r->method = method;
     r->start_ms = gw_now_ms();
     clock_gettime(CLOCK_MONOTONIC, &r->start_ts);
-    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-ID");
     if (request_id_valid(given))
         snprintf(r->id, sizeof r->id, "%s", given);
     else
@@ -1172,7 +1227,6 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
     resolve_route(r);
     atomic_fetch_add(&s->active, 1);
     gw_gauge_add(s->in_flight, 1);
-    return r;
 }
 
 /* Appends an upload chunk to the body, or counts it as discarded once over
@@ -1222,15 +1276,15 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **req_cls)
 {
-    gw_server *s = cls;
     gw_req *r = *req_cls;
+    (void)cls;
+    (void)conn;
     (void)version;
 
-    if (r == NULL) {
-        r = req_new(s, conn, url, method);
-        if (r == NULL)
-            return MHD_NO;
-        *req_cls = r;
+    if (r == NULL)
+        return MHD_NO; /* on_uri_log found no memory for it */
+    if (!r->started) {
+        req_start(r, url, method);
         r->phase = PHASE_RUNNING;
         if (!screen_request(r))
             return finish_call(r);
@@ -1326,6 +1380,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     *req_cls = NULL;
+    if (!r->started) {
+        req_free_unstarted(r);
+        return;
+    }
 
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -1401,6 +1459,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     body_uncharge(r);
     free(r->qnames);
     free(r->qvalues);
+    free(r->query);
     pthread_mutex_destroy(&r->mu);
     free(r);
     atomic_fetch_sub(&s->active, 1);
@@ -1419,6 +1478,47 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
         if (s[i] == '\0')
             s[i] = '\x01';
     return n;
+}
+
+/* libmicrohttpd's URI log callback: runs once per request on the raw
+ * request target, as soon as the request line is in and before
+ * libmicrohttpd splits the query string. It allocates the request (its
+ * return value is the access handler's first *req_cls) and takes the query
+ * string over: a copy goes into the request, split on demand by
+ * gw_req_query, and libmicrohttpd's own is cut to nothing, so that it
+ * records no argument.
+ *
+ * Why: libmicrohttpd 0.9.75 records every GET argument (about 50 bytes
+ * each, plus the text) in the connection's memory pool
+ * (GW_CONN_MEMORY_LIMIT); some 450 arguments filled it, and the 431 it then
+ * queued was lost (its request-line parser ignores the failure and carries
+ * on), so the client waited for the idle timeout with no answer at all.
+ * Now the pool holds the request line and the headers only, whose overflow
+ * libmicrohttpd does answer (414, 431) at once, and the gateway's own
+ * arrays hold the arguments (at most one per two bytes of a request line
+ * that fitted in the pool).
+ *
+ * The cut writes one NUL into libmicrohttpd's read buffer, which is where
+ * `uri` points in 0.9.75: the buffer it is about to split in place, its
+ * '?' already found, so the argument string it parses next is empty. Were
+ * a later libmicrohttpd to pass a copy, the cut would miss and the pool
+ * would record the arguments again (the old limit), while the gateway
+ * still read its own copy. */
+static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    gw_req *r = req_alloc(cls, conn);
+    if (r == NULL)
+        return NULL;
+    char *q = strchr(uri, '?'); /* a writable pointer into libmicrohttpd's buffer, see above */
+    if (q != NULL) {
+        r->query = strdup(q + 1);
+        if (r->query == NULL) {
+            req_free_unstarted(r);
+            return NULL;
+        }
+        q[1] = '\0';
+    }
+    return r;
 }
 
 /* libmicrohttpd's error log, into ours. */
@@ -1580,6 +1680,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri_log, s,
                                  MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on gateway.listen %s (address in use or not allowed?)",

@@ -1,4 +1,4 @@
-"""What a request may cost before it is refused (issue 12, items 1 and 11).
+"""What a request may cost before it is refused (issue 12, items 1, 4 and 11).
 
 - A request the headers already condemn is answered from them, before its
   body is read: no API key (401), no such route (404), wrong method (405), a
@@ -8,6 +8,9 @@
 - Request bodies held at once are bounded, all connections together
   (gateway.max_body_total_bytes): past it, 503 with Retry-After, from the
   headers when there is a Content-Length.
+- Hundreds of query arguments get an answer at once (libmicrohttpd used to
+  fill its per-connection pool with them and leave the client waiting for
+  the idle timeout).
 - POST /leads/sync takes JSON only (application/json, +json): a text/plain
   form post from a foreign page (CSRF, with auth.disabled) is 415 and
   reaches nothing.
@@ -173,6 +176,56 @@ def test_body_budget_is_503_with_retry_after(fresh_sim, gateway_factory):
         for s in held:
             s.close()
     assert gw.alive()
+
+
+# ------------------------------------------------------------- item 4
+
+def test_many_query_arguments_are_answered_at_once(fresh_sim, gateway_factory):
+    gw = gateway_factory(fresh_sim.endpoint)
+    # 500 keys in the documented repeated form (about 14 KB): all answered
+    emails = [demo_email(i) for i in range(1, 501)]
+    t0 = time.monotonic()
+    r = gw.get("/leads", params=[("email", e) for e in emails], timeout=15)
+    assert r.status_code == 200, r.text[:300]
+    assert [x["email"] for x in r.json()["leads"]] == emails
+    assert time.monotonic() - t0 < 10
+    # 2,000 bare arguments on /healthz, no key: ignored
+    t0 = time.monotonic()
+    r = requests.get(gw.base + "/healthz?" + "&".join(["a"] * 2000), timeout=5)
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert time.monotonic() - t0 < 2
+    # more keys than gateway.max_keys, short enough for the request line: 400
+    r = gw.get_raw("/leads?" + "&".join("id=%d" % (1000000 + i) for i in range(1, 1202)), timeout=5)
+    body = is_problem(r, 400)
+    assert "too many keys" in body["detail"]
+    # a request line longer than the connection's memory: libmicrohttpd's 414, at once
+    t0 = time.monotonic()
+    r = gw.get("/leads", params=[("email", demo_email(i)) for i in range(1, 1301)], timeout=5)
+    assert r.status_code in (414, 431)
+    assert time.monotonic() - t0 < 2
+    assert gw.alive()
+
+
+def test_query_arguments_decode_as_before(fresh_sim, gateway_factory):
+    """%-decoding, '+' a space and %2B a plus, %00 a control character, an
+    empty segment an empty (unknown) name, a bare name an empty value: what
+    libmicrohttpd's own parser did."""
+    gw = gateway_factory(fresh_sim.endpoint)
+    r = gw.get_raw("/leads?email=joe%40marketo.com&fields=FirstName,Company")
+    assert r.status_code == 200
+    assert r.json()["leads"][0]["email"] == "joe@marketo.com"
+    assert set(r.json()["leads"][0]["attributes"]) <= {"FirstName", "Company"}
+    r = gw.get_raw("/leads?updatedSince=2024-01-01T00:00:00+00:00")  # '+': a space
+    assert "RFC 3339" in is_problem(r, 400)["detail"]
+    r = gw.get_raw("/leads?updatedSince=%s&limit=1" % time.strftime(
+        "%Y-%m-%dT00:00:00%%2B00:00", time.gmtime(time.time() - 86400)))
+    assert r.status_code == 200, r.text[:300]
+    r = gw.get_raw("/leads?email=a%00b@x.com")
+    assert "control character" in is_problem(r, 400)["detail"]
+    r = gw.get_raw("/leads?email=joe@marketo.com&&fields=Company")
+    is_problem(r, 400)
+    r = gw.get_raw("/leads?email")
+    assert "empty" in is_problem(r, 400)["detail"]
 
 
 # ------------------------------------------------------------- item 11
