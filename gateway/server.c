@@ -57,6 +57,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "gateway/connguard.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
@@ -159,7 +160,8 @@ struct gw_server {
     size_t max_body;                /* gateway.max_body_bytes */
     size_t body_budget;             /* gateway.max_body_total_bytes */
     atomic_size_t body_held;        /* body bytes charged by requests not yet completed */
-    gw_gauge *body_gauge;           /* http_request_body_bytes_held */
+    gw_gauge *body_gauge;           /* http_request_body_bytes */
+    gw_guard *guard;                /* header/body deadlines, room at the connection limit */
     atomic_size_t active;           /* gw_req not yet completed */
     atomic_bool quiesced;           /* gw_server_quiesce done */
     gw_gauge *in_flight;            /* http_requests_in_flight */
@@ -190,6 +192,8 @@ struct gw_req {
     size_t discarded;               /* bytes dropped after the cap or the budget */
 
     bool started;                   /* the first access-handler call has run (headers in) */
+    gw_guard_conn *gconn;           /* the connection's guard state (NULL: unguarded) */
+    bool has_body;                  /* the headers announce a body (read next) */
     char *query;                    /* raw query string after '?' (malloc'd; split in place), or NULL */
     bool query_loaded;              /* qnames/qvalues filled */
     const char **qnames;            /* query names (inside query) */
@@ -1086,6 +1090,7 @@ static bool screen_request(gw_req *r)
         huge = end != cl && (errno == ERANGE || len > SIZE_MAX);
     }
     bool has_body = te != NULL || huge || len > 0;
+    r->has_body = has_body;
     if (!r->route->json_body) {
         if (has_body) {
             reply_problem_typed(r, 413, "body-not-allowed", "Request body not allowed",
@@ -1225,6 +1230,9 @@ static void req_start(gw_req *r, const char *url, const char *method)
     else
         request_id_generate(r->id);
     resolve_route(r);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->gconn = ci != NULL ? ci->socket_context : NULL;
     atomic_fetch_add(&s->active, 1);
     gw_gauge_add(s->in_flight, 1);
 }
@@ -1286,7 +1294,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     if (!r->started) {
         req_start(r, url, method);
         r->phase = PHASE_RUNNING;
-        if (!screen_request(r))
+        bool go_on = screen_request(r);
+        /* The header deadline ends here; the body's starts when one follows. */
+        if (!gw_guard_headers_done(r->gconn, go_on && r->has_body, r->id))
+            return MHD_NO; /* closed by the guard meanwhile (408 sent) */
+        if (!go_on)
             return finish_call(r);
         r->phase = PHASE_BODY;
         return MHD_YES;
@@ -1302,6 +1314,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                        "request body far over the cap: connection dropped");
             return ok ? MHD_YES : MHD_NO;
         }
+        if (!gw_guard_body_done(r->gconn))
+            return MHD_NO; /* the body deadline passed: closed by the guard (408 sent) */
         r->phase = PHASE_RUNNING;
         dispatch(r);
         return finish_call(r);
@@ -1405,7 +1419,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     const char *route = route_label(ridx);
     size_t midx = method_label_index(r->method);
     const char *mlabel = method_labels[midx];
-    unsigned status = r->status;
+    unsigned status = r->status != 0 ? r->status : gw_guard_closed_status(r->gconn);
     bool aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
 
     if (GW_LOG_INFO >= gw_log_min_level) {
@@ -1460,6 +1474,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r->qnames);
     free(r->qvalues);
     free(r->query);
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        gw_guard_request_done(r->gconn); /* kept alive: idle until the next request */
     pthread_mutex_destroy(&r->mu);
     free(r);
     atomic_fetch_sub(&s->active, 1);
@@ -1478,6 +1494,23 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
         if (s[i] == '\0')
             s[i] = '\x01';
     return n;
+}
+
+/* libmicrohttpd's connection notifications: the guard follows every
+ * connection from its accept (header deadline, room at the limit) to its
+ * close, which libmicrohttpd announces before it closes the socket. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    gw_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci != NULL ? gw_guard_open(s->guard, ci->connect_fd) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        gw_guard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
 }
 
 /* libmicrohttpd's URI log callback: runs once per request on the raw
@@ -1670,11 +1703,25 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     if (climit < (unsigned int)threads)
         climit = (unsigned int)threads;
     unsigned int idle = cfg->idle_timeout_s > 0 ? (unsigned int)cfg->idle_timeout_s : 0u;
+    unsigned int per_client =
+        cfg->max_connections_per_client > 0 ? (unsigned int)cfg->max_connections_per_client : 0u;
+    gw_guard_opts gopts = {
+        .header_timeout_ms = cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : 10000,
+        .body_timeout_ms = cfg->body_timeout_ms > 0 ? cfg->body_timeout_ms : 60000,
+        .connection_limit = climit,
+    };
+    s->guard = gw_guard_start(&gopts);
+    if (s->guard == NULL) {
+        snprintf(err, errlen, "out of memory or threads for the connection guard");
+        goto fail;
+    }
 
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads > 1 ? threads : 0),
                                  MHD_OPTION_CONNECTION_LIMIT, climit,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_client,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                                  MHD_OPTION_CONNECTION_TIMEOUT, idle,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY_LIMIT,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
@@ -1716,6 +1763,7 @@ void gw_server_stop(gw_server *s)
         return;
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
+    gw_guard_stop(s->guard); /* every connection is closed now */
     if (s->key_digests != NULL)
         OPENSSL_cleanse(s->key_digests, s->nkeys * SHA256_DIGEST_LENGTH);
     free(s->key_digests);

@@ -123,6 +123,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_sync_leads, 10000);
     assert_int_equal(cfg.connection_limit, 1024);
     assert_int_equal(cfg.idle_timeout_s, 30);
+    assert_int_equal(cfg.header_timeout_ms, 10000);
+    assert_int_equal(cfg.body_timeout_ms, 60000);
+    assert_int_equal(cfg.max_connections_per_client, 0);
     assert_int_equal(cfg.drain_timeout_ms, 20000);
     assert_int_equal(cfg.request_timeout_ms, 60000);
     assert_string_equal(cfg.log_level, "info");
@@ -708,7 +711,7 @@ static void test_key_table(void **state)
         if (!found)
             fail_msg("%s missing from the table", required[r]);
     }
-    assert_int_equal(gw_config_key_count(), 42);
+    assert_int_equal(gw_config_key_count(), 45);
 }
 
 /* ---- command line ------------------------------------------------------- */
