@@ -90,6 +90,7 @@ static const key_def keys[] = {
           "must be host:port with a port between 0 and 65535 ([v6addr]:port for IPv6)"),
     K_INT("gateway", "threads", threads, "0", 0, 256),
     K_INT("gateway", "max_body_bytes", max_body_bytes, "8388608", 1 * KIB, 256 * MIB),
+    K_INT("gateway", "max_body_total_bytes", max_body_total_bytes, "33554432", 1 * KIB, 16384 * MIB),
     K_INT("gateway", "max_keys", max_keys, "1000", 1, 100000),
     K_INT("gateway", "max_page_size", max_page_size, "1000", 1, 10000),
     K_INT("gateway", "default_page_size", default_page_size, "100", 1, 10000),
@@ -97,6 +98,9 @@ static const key_def keys[] = {
     K_INT("gateway", "max_sync_leads", max_sync_leads, "10000", 1, 1000000),
     K_INT("gateway", "connection_limit", connection_limit, "1024", 1, 1000000),
     K_INT("gateway", "idle_timeout_s", idle_timeout_s, "30", 1, 3600),
+    K_INT("gateway", "header_timeout_ms", header_timeout_ms, "10000", 100, 3600000),
+    K_INT("gateway", "body_timeout_ms", body_timeout_ms, "60000", 100, 3600000),
+    K_INT("gateway", "max_connections_per_client", max_connections_per_client, "0", 0, 1000000),
     K_INT("gateway", "drain_timeout_ms", drain_timeout_ms, "20000", 0, 600000),
     K_INT("gateway", "request_timeout_ms", request_timeout_ms, "60000", 100, 3600000),
     K_INT("gateway", "coalesce_window_ms", coalesce_window_ms, "0", 0, 1000),
@@ -725,6 +729,13 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen)
         errf(err, errlen,
              "config: gateway.default_page_size (%lld) must not exceed gateway.max_page_size (%lld)",
              (long long)cfg->default_page_size, (long long)cfg->max_page_size);
+        return -1;
+    }
+    if (cfg->max_body_total_bytes < cfg->max_body_bytes) {
+        errf(err, errlen,
+             "config: gateway.max_body_total_bytes (%lld) must be at least gateway.max_body_bytes "
+             "(%lld)",
+             (long long)cfg->max_body_total_bytes, (long long)cfg->max_body_bytes);
         return -1;
     }
     if (!empty(cfg->soap_endpoint) && (empty(cfg->user_id) || empty(cfg->encryption_key))) {

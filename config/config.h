@@ -31,6 +31,7 @@ typedef struct gw_config {
     char *listen;                 /* "host:port" (127.0.0.1:8080) */
     int64_t threads;              /* HTTP worker threads (0: number of cores) */
     int64_t max_body_bytes;       /* request body cap (8 MiB) */
+    int64_t max_body_total_bytes; /* request body bytes held at once, all connections (32 MiB) */
     int64_t max_keys;             /* keys in one lookup before 400 (1000) */
     int64_t max_page_size;        /* largest limit= (1000) */
     int64_t default_page_size;    /* limit when none given (100) */
@@ -38,6 +39,9 @@ typedef struct gw_config {
     int64_t max_sync_leads;       /* leads in one POST /leads/sync (10000) */
     int64_t connection_limit;     /* open HTTP connections (1024) */
     int64_t idle_timeout_s;       /* per-connection idle timeout (30) */
+    int64_t header_timeout_ms;    /* a request's header block must be in within this (10000) */
+    int64_t body_timeout_ms;      /* a request's body must be in within this of its headers (60000) */
+    int64_t max_connections_per_client; /* open connections per client address (0: no cap) */
     int64_t drain_timeout_ms;     /* shutdown: longest wait for in-flight work (20000) */
     int64_t request_timeout_ms;   /* a whole request's deadline, all SOAP calls (60000) */
     int64_t coalesce_window_ms;   /* a key lookup waits this long for others to merge with (0) */

@@ -2,19 +2,31 @@
  * request ids, problem replies, suspend/resume and the access log.
  *
  * Life of a request (see server.h for the handler's view):
- *   1. first access-handler call: a gw_req is allocated into *req_cls, the
- *      request id assigned, the route looked up (for logs and metrics), and a
- *      Content-Length over gateway.max_body_bytes answered 413 at once;
- *   2. upload calls: the body is accumulated up to the cap; past it, the rest
- *      is read and thrown away (up to GW_DISCARD_MAX, then the connection is
- *      dropped) and the answer is 413;
- *   3. last call: 404 / 405 / CORS preflight / 401 / 503 (no upstream) or the
- *      route's handler, which replies or suspends;
+ *   0. request line in (on_uri_log): a gw_req is allocated, becoming
+ *      *req_cls, and the query string copied out of libmicrohttpd's pool;
+ *   1. first access-handler call, the request line and headers in, no body
+ *      byte read yet: the request id assigned, the route looked up
+ *      (req_start), and everything the headers decide is
+ *      answered at once, before the body is read (screen_request): 400
+ *      (control character in the path), 404, CORS preflight, 405, 401, 413
+ *      (a body on a route that takes none, or a Content-Length over
+ *      gateway.max_body_bytes), 415 (a JSON route without a JSON
+ *      Content-Type), 503 (no upstream; or the body would take the bytes
+ *      held by all connections past gateway.max_body_total_bytes, with
+ *      Retry-After). libmicrohttpd then closes the connection after the
+ *      reply instead of reading the unread body;
+ *   2. upload calls: the body is accumulated up to the cap, its bytes
+ *      charged to the shared body budget; past the cap or the budget
+ *      (bodies without Content-Length), the rest is read and thrown away (up
+ *      to GW_DISCARD_MAX, then the connection is dropped) and the answer is
+ *      413 or 503;
+ *   3. last call: the route's handler, which replies or suspends;
  *   4. after a handler returns, finish_call() queues the reply, or suspends
  *      the connection; a resumed connection comes back to the access handler,
  *      which runs the on_resume function and goes to step 4 again;
  *   5. libmicrohttpd's completion callback writes the access-log line, the
- *      metrics, and frees the request and the handler's state.
+ *      metrics, returns the body's bytes to the budget, and frees the
+ *      request and the handler's state.
  *
  * Replies are built into r->resp by the gw_req_reply_* functions and queued
  * by finish_call() on the connection's own thread, so a handler may build its
@@ -45,6 +57,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "gateway/connguard.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 #include "gateway/ratelimit.h"
@@ -55,14 +68,16 @@
 #define GW_HEADER_VALUE_MAX 1024       /* longest added header value */
 #define GW_DISCARD_MAX (4u << 20)      /* body bytes thrown away after the cap before hanging up */
 /* libmicrohttpd's per-connection memory pool: it holds the request line
- * (the whole query string), the headers, and libmicrohttpd's bookkeeping.
+ * (the whole query string, whose arguments the gateway splits in memory of
+ * its own: on_uri_log), the headers, and libmicrohttpd's bookkeeping.
  * libmicrohttpd 0.9.75 zeroes the whole pool when a keep-alive connection
  * starts its next request, so every connection that has served one request
  * keeps its whole pool resident: RSS grows by this much per open
  * connection. 32 KiB holds a lookup of gateway.max_keys (1000) typical
- * e-mails (~25 bytes each, comma-separated: ~26 KB of query string) with
- * the headers; a request line or header block larger than the pool gets
- * libmicrohttpd's own 414 (URI too long) or 431. With 5,000 idle keep-alive
+ * e-mails (~25 bytes each, comma-separated or as repeated email=: ~26 or
+ * ~32 KB of query string) with the headers; a request line or header block
+ * larger than the pool gets libmicrohttpd's own 414 (URI too long) or 431,
+ * at once (an HTML body: libmicrohttpd 0.9.75 has no hook for it). With 5,000 idle keep-alive
  * connections: ~175 MB (128 KiB: 641 MB; 8 KiB: ~55 MB but only ~250
  * e-mails a lookup). Not a setting (config/ has no key for it). */
 #define GW_CONN_MEMORY_LIMIT (32u << 10)
@@ -78,6 +93,7 @@ typedef struct gw_route {
     gw_handler_fn handler;   /* called once the request is complete and allowed */
     bool needs_auth;         /* API key required */
     bool needs_upstream;     /* 503 while marketo.soap_endpoint is not set */
+    bool json_body;          /* takes a JSON body (415 without a JSON Content-Type); false: no body at all */
 } gw_route;
 
 /* The route table. tests/server/test_server.py reads the lines between the
@@ -85,13 +101,13 @@ typedef struct gw_route {
  * line in this form. */
 /* ROUTES-BEGIN */
 static const gw_route routes[] = {
-    {"/healthz", "GET", gw_handle_healthz, false, false},
-    {"/readyz", "GET", gw_handle_readyz, false, false},
-    {"/metrics", "GET", gw_handle_metrics, false, false},
-    {"/openapi.json", "GET", gw_handle_openapi, false, false},
-    {"/leads", "GET", gw_handle_leads, true, true},
-    {"/leads/sync", "POST", gw_handle_sync, true, true},
-    {"/leads/{id}", "GET", gw_handle_lead_by_id, true, true},
+    {"/healthz", "GET", gw_handle_healthz, false, false, false},
+    {"/readyz", "GET", gw_handle_readyz, false, false, false},
+    {"/metrics", "GET", gw_handle_metrics, false, false, false},
+    {"/openapi.json", "GET", gw_handle_openapi, false, false, false},
+    {"/leads", "GET", gw_handle_leads, true, true, false},
+    {"/leads/sync", "POST", gw_handle_sync, true, true, true},
+    {"/leads/{id}", "GET", gw_handle_lead_by_id, true, true, false},
 };
 /* ROUTES-END */
 #define NROUTES (sizeof routes / sizeof routes[0])
@@ -142,6 +158,10 @@ struct gw_server {
     size_t norigins;                /* entries in origins */
     bool cors_any;                  /* "*" configured */
     size_t max_body;                /* gateway.max_body_bytes */
+    size_t body_budget;             /* gateway.max_body_total_bytes */
+    atomic_size_t body_held;        /* body bytes charged by requests not yet completed */
+    gw_gauge *body_gauge;           /* http_request_body_bytes */
+    gw_guard *guard;                /* header/body deadlines, room at the connection limit */
     atomic_size_t active;           /* gw_req not yet completed */
     atomic_bool quiesced;           /* gw_server_quiesce done */
     gw_gauge *in_flight;            /* http_requests_in_flight */
@@ -165,14 +185,20 @@ struct gw_req {
     char *body;                     /* accumulated body (malloc'd, may be NULL) */
     size_t body_len;                /* bytes in body */
     size_t body_cap;                /* allocated size of body */
+    size_t body_charged;            /* bytes of body_budget this request holds */
+    size_t body_expected;           /* Content-Length (0: none or chunked) */
     bool too_large;                 /* body over the cap: answer 413 */
-    size_t discarded;               /* bytes dropped after the cap */
+    bool over_budget;               /* body over gateway.max_body_total_bytes: answer 503 */
+    size_t discarded;               /* bytes dropped after the cap or the budget */
 
+    bool started;                   /* the first access-handler call has run (headers in) */
+    gw_guard_conn *gconn;           /* the connection's guard state (NULL: unguarded) */
+    bool has_body;                  /* the headers announce a body (read next) */
+    char *query;                    /* raw query string after '?' (malloc'd; split in place), or NULL */
     bool query_loaded;              /* qnames/qvalues filled */
-    const char **qnames;            /* query names (libmicrohttpd's storage) */
-    const char **qvalues;           /* query values ("" for a bare name) */
+    const char **qnames;            /* query names (inside query) */
+    const char **qvalues;           /* query values ("" for a bare name; inside query) */
     size_t nq;                      /* entries in qnames/qvalues */
-    size_t qcap;                    /* allocated entries */
 
     void *state;                    /* handler state */
     void (*state_free)(void *);     /* frees state, or NULL */
@@ -436,35 +462,66 @@ const char *gw_req_body(gw_req *r, size_t *len)
     return r->body != NULL ? r->body : "";
 }
 
-/* libmicrohttpd iterator: appends one query argument to r's arrays. */
-static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s);
+
+/* Decodes one query name or value in place: '+' is a space, then
+ * on_unescape's %-decoding (as libmicrohttpd did to its arguments). */
+static void unescape_arg(char *s)
 {
-    gw_req *r = cls;
-    (void)kind;
-    if (r->nq == r->qcap) {
-        size_t ncap = r->qcap ? r->qcap * 2 : 16;
-        const char **n = realloc(r->qnames, ncap * sizeof *n);
-        if (n == NULL)
-            return MHD_NO;
-        r->qnames = n;
-        const char **v = realloc(r->qvalues, ncap * sizeof *v);
-        if (v == NULL)
-            return MHD_NO;
-        r->qvalues = v;
-        r->qcap = ncap;
+    for (char *c = s; *c != '\0'; c++)
+        if (*c == '+')
+            *c = ' ';
+    on_unescape(NULL, NULL, s);
+}
+
+/* Splits r->query in place into r->qnames/r->qvalues the way libmicrohttpd
+ * splits GET arguments (it no longer sees them: on_uri_log): '&' separates
+ * arguments, the first '=' a name from its value (a bare name gets ""),
+ * both decoded by unescape_arg. Empty segments ("a&&b") give empty names,
+ * as libmicrohttpd's did. Out of memory, the request has no arguments (and
+ * the lead routes answer 400). */
+static void split_query(gw_req *r)
+{
+    size_t n = 1;
+    if (r->query == NULL || r->query[0] == '\0')
+        return;
+    for (const char *p = r->query; *p != '\0'; p++)
+        if (*p == '&')
+            n++;
+    r->qnames = malloc(n * sizeof *r->qnames);
+    r->qvalues = malloc(n * sizeof *r->qvalues);
+    if (r->qnames == NULL || r->qvalues == NULL) {
+        free(r->qnames);
+        free(r->qvalues);
+        r->qnames = r->qvalues = NULL;
+        return;
     }
-    r->qnames[r->nq] = key != NULL ? key : "";
-    r->qvalues[r->nq] = value != NULL ? value : "";
-    r->nq++;
-    return MHD_YES;
+    char *p = r->query;
+    while (*p != '\0') {
+        char *amp = strchr(p, '&');
+        if (amp != NULL)
+            *amp = '\0';
+        char *eq = strchr(p, '=');
+        char *value = eq != NULL ? eq + 1 : NULL;
+        if (eq != NULL)
+            *eq = '\0';
+        unescape_arg(p);
+        if (value != NULL)
+            unescape_arg(value);
+        r->qnames[r->nq] = p;
+        r->qvalues[r->nq] = value != NULL ? value : "";
+        r->nq++;
+        if (amp == NULL)
+            break;
+        p = amp + 1;
+    }
 }
 
 size_t gw_req_query(gw_req *r, const char *const **names, const char *const **values)
 {
     if (!r->query_loaded) {
         r->query_loaded = true;
-        MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_arg, r);
+        split_query(r);
     }
     *names = r->qnames;
     *values = r->qvalues;
@@ -915,7 +972,171 @@ static void reply_options(gw_req *r)
     }
 }
 
-/* Called once the whole request is in: checks and calls the handler. */
+/* Whether a Content-Type value names JSON: application/json, or an
+ * application/ type with the "+json" structured-syntax suffix
+ * (application/merge-patch+json), with any parameters (charset=utf-8),
+ * case-insensitive. A browser sends none of these cross-origin without a
+ * CORS preflight (only text/plain, form and multipart bodies go without
+ * one), which is what makes this check a CSRF defence when auth.disabled
+ * is true and no API key stands in the way. */
+static bool content_type_is_json(const char *ct)
+{
+    if (ct == NULL)
+        return false;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    if (strncasecmp(ct, "application/", 12) != 0)
+        return false;
+    const char *sub = ct + 12;
+    size_t n = strcspn(sub, "; \t");
+    const char *rest = sub + n;
+    while (*rest == ' ' || *rest == '\t')
+        rest++;
+    if (*rest != '\0' && *rest != ';')
+        return false;
+    if (n == 4 && strncasecmp(sub, "json", 4) == 0)
+        return true;
+    return n > 5 && strncasecmp(sub + n - 5, "+json", 5) == 0;
+}
+
+/* Charges n more body bytes of r to the shared budget
+ * (gateway.max_body_total_bytes). Returns false, charging nothing, when the
+ * bytes held by all requests would go past it. */
+static bool body_charge(gw_req *r, size_t n)
+{
+    gw_server *s = r->srv;
+    size_t cur = atomic_load(&s->body_held);
+    do {
+        if (n > s->body_budget || cur > s->body_budget - n)
+            return false;
+    } while (!atomic_compare_exchange_weak(&s->body_held, &cur, cur + n));
+    r->body_charged += n;
+    gw_gauge_add(s->body_gauge, (int64_t)n);
+    return true;
+}
+
+/* Gives r's body bytes back to the shared budget. */
+static void body_uncharge(gw_req *r)
+{
+    if (r->body_charged == 0)
+        return;
+    atomic_fetch_sub(&r->srv->body_held, r->body_charged);
+    gw_gauge_add(r->srv->body_gauge, -(int64_t)r->body_charged);
+    r->body_charged = 0;
+}
+
+/* Frees what r holds of its body and its charge; the bytes read so far
+ * count as discarded. */
+static void body_drop(gw_req *r)
+{
+    r->discarded = r->body_len;
+    free(r->body);
+    r->body = NULL;
+    r->body_len = r->body_cap = 0;
+    body_uncharge(r);
+}
+
+/* The 503 of a body the shared budget cannot hold: it comes back soon, as
+ * bodies in progress complete. */
+static void reply_body_budget(gw_req *r)
+{
+    add_retry_after(r, 1);
+    reply_problem_typed(r, 503, "body-budget", "Too many request bodies in progress",
+                        "the request bodies being received fill gateway.max_body_total_bytes; "
+                        "retry shortly",
+                        NULL);
+}
+
+/* Everything the request line and the headers decide, on the first
+ * access-handler call, before a body byte is read: an unauthenticated or
+ * misrouted request never costs more than its headers, whatever its
+ * Content-Length. Returns true when the request goes on (its body, if any,
+ * is read next, its Content-Length already charged to the body budget);
+ * false when r holds its reply. */
+static bool screen_request(gw_req *r)
+{
+    gw_server *s = r->srv;
+    for (const char *p = r->url; *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            reply_problem_typed(r, 400, "invalid-request", "Invalid path",
+                                "the path holds a control character", NULL);
+            return false;
+        }
+    }
+    if (!r->path_known) {
+        reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
+        return false;
+    }
+    if (strcmp(r->method, "OPTIONS") == 0) {
+        reply_options(r);
+        return false;
+    }
+    if (r->route == NULL) {
+        char allow[64];
+        allow_methods(r, allow, sizeof allow);
+        gw_req_add_header(r, "Allow", allow);
+        reply_problem_typed(r, 405, "method-not-allowed", "Method not allowed",
+                            "this route does not accept that method", NULL);
+        return false;
+    }
+    if (r->route->needs_auth && !request_authorized(r)) {
+        gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
+        reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
+                            "a valid API key is required (Authorization: Bearer or X-API-Key)", NULL);
+        return false;
+    }
+
+    /* The body, as the headers announce it. libmicrohttpd has refused a
+     * malformed Content-Length already; chunked bodies have none. */
+    const char *te = gw_req_header(r, "Transfer-Encoding");
+    const char *cl = gw_req_header(r, "Content-Length");
+    unsigned long long len = 0;
+    bool huge = false;
+    if (cl != NULL) {
+        char *end;
+        errno = 0;
+        len = strtoull(cl, &end, 10);
+        huge = end != cl && (errno == ERANGE || len > SIZE_MAX);
+    }
+    bool has_body = te != NULL || huge || len > 0;
+    r->has_body = has_body;
+    if (!r->route->json_body) {
+        if (has_body) {
+            reply_problem_typed(r, 413, "body-not-allowed", "Request body not allowed",
+                                "this route takes no request body", NULL);
+            return false;
+        }
+    } else {
+        if (!content_type_is_json(gw_req_header(r, "Content-Type"))) {
+            gw_req_add_header(r, "Accept", "application/json");
+            reply_problem_typed(r, 415, "unsupported-media-type", "Unsupported media type",
+                                "the body must be JSON: Content-Type: application/json", NULL);
+            return false;
+        }
+        if (huge || len > s->max_body) {
+            char d[96];
+            snprintf(d, sizeof d, "the request body exceeds %zu bytes", s->max_body);
+            reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
+            return false;
+        }
+    }
+    if (r->route->needs_upstream && !s->app->upstream_configured) {
+        reply_problem_typed(r, 503, "upstream-not-configured", "Upstream not configured",
+                            "marketo.soap_endpoint is not set", NULL);
+        return false;
+    }
+    if (te == NULL && len > 0) {
+        if (!body_charge(r, (size_t)len)) {
+            reply_body_budget(r);
+            return false;
+        }
+        r->body_expected = (size_t)len;
+    }
+    return true;
+}
+
+/* Called once the whole request is in (screen_request let it through):
+ * the body's own verdicts, then the handler. */
 static void dispatch(gw_req *r)
 {
     if (r->too_large) {
@@ -924,38 +1145,8 @@ static void dispatch(gw_req *r)
         reply_problem_typed(r, 413, "body-too-large", "Request body too large", d, NULL);
         return;
     }
-    for (const char *p = r->url; *p; p++) {
-        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            reply_problem_typed(r, 400, "invalid-request", "Invalid path",
-                                "the path holds a control character", NULL);
-            return;
-        }
-    }
-    if (!r->path_known) {
-        reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
-        return;
-    }
-    if (strcmp(r->method, "OPTIONS") == 0) {
-        reply_options(r);
-        return;
-    }
-    if (r->route == NULL) {
-        char allow[64];
-        allow_methods(r, allow, sizeof allow);
-        gw_req_add_header(r, "Allow", allow);
-        reply_problem_typed(r, 405, "method-not-allowed", "Method not allowed",
-                            "this route does not accept that method", NULL);
-        return;
-    }
-    if (r->route->needs_auth && !request_authorized(r)) {
-        gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
-        reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
-                            "a valid API key is required (Authorization: Bearer or X-API-Key)", NULL);
-        return;
-    }
-    if (r->route->needs_upstream && !r->srv->app->upstream_configured) {
-        reply_problem_typed(r, 503, "upstream-not-configured", "Upstream not configured",
-                            "marketo.soap_endpoint is not set", NULL);
+    if (r->over_budget) {
+        reply_body_budget(r);
         return;
     }
     r->route->handler(r);
@@ -1005,8 +1196,9 @@ static enum MHD_Result finish_call(gw_req *r)
     }
 }
 
-/* Allocates the request on its first access-handler call. */
-static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *url, const char *method)
+/* Allocates a request for conn (from on_uri_log, when its request line is
+ * in); req_start completes it once the headers are. NULL: no memory. */
+static gw_req *req_alloc(gw_server *s, struct MHD_Connection *conn)
 {
     gw_req *r = calloc(1, sizeof *r);
     if (r == NULL)
@@ -1019,48 +1211,77 @@ static gw_req *req_new(gw_server *s, struct MHD_Connection *conn, const char *ur
     r->conn = conn;
     r->key_index = -1;
     r->draining = -1;
+    return r;
+}
+
+/* Frees a request that never reached the access handler (its headers never
+ * came in complete): nothing was counted, logged or charged for it. */
+static void req_free_unstarted(gw_req *r)
+{
+    free(r->query);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* Completes the request on its first access-handler call: the headers are
+ * in, the body (if any) is not read yet. */
+static void req_start(gw_req *r, const char *url, const char *method)
+{
+    gw_server *s = r->srv;
+    r->started = true;
     r->url = url;
     r->method = method;
     r->start_ms = gw_now_ms();
     clock_gettime(CLOCK_MONOTONIC, &r->start_ts);
-    const char *given = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    const char *given = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-ID");
     if (request_id_valid(given))
         snprintf(r->id, sizeof r->id, "%s", given);
     else
         request_id_generate(r->id);
     resolve_route(r);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    r->gconn = ci != NULL ? ci->socket_context : NULL;
     atomic_fetch_add(&s->active, 1);
     gw_gauge_add(s->in_flight, 1);
-    return r;
 }
 
 /* Appends an upload chunk to the body, or counts it as discarded once over
- * the cap. Returns false when the connection should be dropped. */
+ * the cap or the budget. A body with a Content-Length gets one buffer of
+ * exactly that size (charged at the headers); one without (chunked) grows
+ * by doubling up to the cap, each growth charged to the budget first.
+ * Returns false when the connection should be dropped. */
 static bool take_upload(gw_req *r, const char *data, size_t n)
 {
     size_t cap = r->srv->max_body;
-    if (!r->too_large && r->body_len + n > cap) {
+    if (!r->too_large && !r->over_budget && r->body_len + n > cap) {
         r->too_large = true;
-        free(r->body);
-        r->body = NULL;
-        r->discarded = r->body_len;
-        r->body_len = r->body_cap = 0;
+        body_drop(r);
     }
-    if (r->too_large) {
+    if (!r->too_large && !r->over_budget && r->body_len + n > r->body_cap) {
+        size_t ncap = r->body_expected;
+        if (ncap < r->body_len + n) {
+            ncap = r->body_cap ? r->body_cap : 4096;
+            while (ncap < r->body_len + n)
+                ncap *= 2;
+            if (ncap > cap)
+                ncap = cap;
+            if (!body_charge(r, ncap - r->body_cap)) {
+                r->over_budget = true;
+                body_drop(r);
+            }
+        }
+        if (!r->over_budget) {
+            char *nb = realloc(r->body, ncap);
+            if (nb == NULL)
+                return false;
+            r->body = nb;
+            r->body_cap = ncap;
+        }
+    }
+    if (r->too_large || r->over_budget) {
         r->discarded += n;
         return r->discarded <= (size_t)cap + GW_DISCARD_MAX;
-    }
-    if (r->body_len + n > r->body_cap) {
-        size_t ncap = r->body_cap ? r->body_cap : 4096;
-        while (ncap < r->body_len + n)
-            ncap *= 2;
-        if (ncap > cap)
-            ncap = cap;
-        char *nb = realloc(r->body, ncap);
-        if (nb == NULL)
-            return false;
-        r->body = nb;
-        r->body_cap = ncap;
     }
     memcpy(r->body + r->body_len, data, n);
     r->body_len += n;
@@ -1072,27 +1293,23 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                                  const char *method, const char *version, const char *upload_data,
                                  size_t *upload_data_size, void **req_cls)
 {
-    gw_server *s = cls;
     gw_req *r = *req_cls;
+    (void)cls;
+    (void)conn;
     (void)version;
 
-    if (r == NULL) {
-        r = req_new(s, conn, url, method);
-        if (r == NULL)
-            return MHD_NO;
-        *req_cls = r;
-        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        if (cl != NULL) {
-            char *end;
-            errno = 0;
-            unsigned long long v = strtoull(cl, &end, 10);
-            if (end != cl && (errno == ERANGE || v > s->max_body)) {
-                r->too_large = true;
-                r->phase = PHASE_RUNNING;
-                dispatch(r);
-                return finish_call(r);
-            }
-        }
+    if (r == NULL)
+        return MHD_NO; /* on_uri_log found no memory for it */
+    if (!r->started) {
+        req_start(r, url, method);
+        r->phase = PHASE_RUNNING;
+        bool go_on = screen_request(r);
+        /* The header deadline ends here; the body's starts when one follows. */
+        if (!gw_guard_headers_done(r->gconn, go_on && r->has_body, r->id))
+            return MHD_NO; /* closed by the guard meanwhile (408 sent) */
+        if (!go_on)
+            return finish_call(r);
+        r->phase = PHASE_BODY;
         return MHD_YES;
     }
 
@@ -1106,6 +1323,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
                        "request body far over the cap: connection dropped");
             return ok ? MHD_YES : MHD_NO;
         }
+        if (!gw_guard_body_done(r->gconn))
+            return MHD_NO; /* the body deadline passed: closed by the guard (408 sent) */
         r->phase = PHASE_RUNNING;
         dispatch(r);
         return finish_call(r);
@@ -1184,6 +1403,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     *req_cls = NULL;
+    if (!r->started) {
+        req_free_unstarted(r);
+        return;
+    }
 
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
@@ -1205,7 +1428,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     const char *route = route_label(ridx);
     size_t midx = method_label_index(r->method);
     const char *mlabel = method_labels[midx];
-    unsigned status = r->status;
+    unsigned status = r->status != 0 ? r->status : gw_guard_closed_status(r->gconn);
     bool aborted = toe != MHD_REQUEST_TERMINATED_COMPLETED_OK;
 
     if (GW_LOG_INFO >= gw_log_min_level) {
@@ -1256,8 +1479,12 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         free(r->hdrs[i].value);
     }
     free(r->body);
+    body_uncharge(r);
     free(r->qnames);
     free(r->qvalues);
+    free(r->query);
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        gw_guard_request_done(r->gconn); /* kept alive: idle until the next request */
     pthread_mutex_destroy(&r->mu);
     free(r);
     atomic_fetch_sub(&s->active, 1);
@@ -1276,6 +1503,64 @@ static size_t on_unescape(void *cls, struct MHD_Connection *c, char *s)
         if (s[i] == '\0')
             s[i] = '\x01';
     return n;
+}
+
+/* libmicrohttpd's connection notifications: the guard follows every
+ * connection from its accept (header deadline, room at the limit) to its
+ * close, which libmicrohttpd announces before it closes the socket. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    gw_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        *socket_context = ci != NULL ? gw_guard_open(s->guard, ci->connect_fd) : NULL;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        gw_guard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* libmicrohttpd's URI log callback: runs once per request on the raw
+ * request target, as soon as the request line is in and before
+ * libmicrohttpd splits the query string. It allocates the request (its
+ * return value is the access handler's first *req_cls) and takes the query
+ * string over: a copy goes into the request, split on demand by
+ * gw_req_query, and libmicrohttpd's own is cut to nothing, so that it
+ * records no argument.
+ *
+ * Why: libmicrohttpd 0.9.75 records every GET argument (about 50 bytes
+ * each, plus the text) in the connection's memory pool
+ * (GW_CONN_MEMORY_LIMIT); some 450 arguments filled it, and the 431 it then
+ * queued was lost (its request-line parser ignores the failure and carries
+ * on), so the client waited for the idle timeout with no answer at all.
+ * Now the pool holds the request line and the headers only, whose overflow
+ * libmicrohttpd does answer (414, 431) at once, and the gateway's own
+ * arrays hold the arguments (at most one per two bytes of a request line
+ * that fitted in the pool).
+ *
+ * The cut writes one NUL into libmicrohttpd's read buffer, which is where
+ * `uri` points in 0.9.75: the buffer it is about to split in place, its
+ * '?' already found, so the argument string it parses next is empty. Were
+ * a later libmicrohttpd to pass a copy, the cut would miss and the pool
+ * would record the arguments again (the old limit), while the gateway
+ * still read its own copy. */
+static void *on_uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    gw_req *r = req_alloc(cls, conn);
+    if (r == NULL)
+        return NULL;
+    char *q = strchr(uri, '?'); /* a writable pointer into libmicrohttpd's buffer, see above */
+    if (q != NULL) {
+        r->query = strdup(q + 1);
+        if (r->query == NULL) {
+            req_free_unstarted(r);
+            return NULL;
+        }
+        q[1] = '\0';
+    }
+    return r;
 }
 
 /* libmicrohttpd's error log, into ours. */
@@ -1378,6 +1663,9 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     }
     s->app = app;
     s->max_body = cfg->max_body_bytes > 0 ? (size_t)cfg->max_body_bytes : (8u << 20);
+    s->body_budget = cfg->max_body_total_bytes > 0 ? (size_t)cfg->max_body_total_bytes : (32u << 20);
+    if (s->body_budget < s->max_body)
+        s->body_budget = s->max_body;
     s->auth_off = cfg->auth_disabled && app->napi_keys == 0;
     s->nkeys = app->napi_keys;
     if (s->nkeys > 0) {
@@ -1398,6 +1686,9 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
         if (strcmp(s->origins[i], "*") == 0)
             s->cors_any = true;
     s->in_flight = gw_metrics_gauge("http_requests_in_flight", "HTTP requests not yet completed", NULL);
+    s->body_gauge = gw_metrics_gauge("http_request_body_bytes",
+                                     "Request body bytes held (bounded by gateway.max_body_total_bytes)",
+                                     NULL);
 
     if (gw_config_split_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", host,
                                sizeof host, &port) < 0) {
@@ -1421,16 +1712,31 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     if (climit < (unsigned int)threads)
         climit = (unsigned int)threads;
     unsigned int idle = cfg->idle_timeout_s > 0 ? (unsigned int)cfg->idle_timeout_s : 0u;
+    unsigned int per_client =
+        cfg->max_connections_per_client > 0 ? (unsigned int)cfg->max_connections_per_client : 0u;
+    gw_guard_opts gopts = {
+        .header_timeout_ms = cfg->header_timeout_ms > 0 ? cfg->header_timeout_ms : 10000,
+        .body_timeout_ms = cfg->body_timeout_ms > 0 ? cfg->body_timeout_ms : 60000,
+        .connection_limit = climit,
+    };
+    s->guard = gw_guard_start(&gopts);
+    if (s->guard == NULL) {
+        snprintf(err, errlen, "out of memory or threads for the connection guard");
+        goto fail;
+    }
 
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                                  MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                                  MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads > 1 ? threads : 0),
                                  MHD_OPTION_CONNECTION_LIMIT, climit,
+                                 MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_client,
+                                 MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                                  MHD_OPTION_CONNECTION_TIMEOUT, idle,
                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)GW_CONN_MEMORY_LIMIT,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                                  MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                                  MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+                                 MHD_OPTION_URI_LOG_CALLBACK, on_uri_log, s,
                                  MHD_OPTION_END);
     if (s->daemon == NULL) {
         snprintf(err, errlen, "cannot listen on gateway.listen %s (address in use or not allowed?)",
@@ -1466,6 +1772,7 @@ void gw_server_stop(gw_server *s)
         return;
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
+    gw_guard_stop(s->guard); /* every connection is closed now */
     if (s->key_digests != NULL)
         OPENSSL_cleanse(s->key_digests, s->nkeys * SHA256_DIGEST_LENGTH);
     free(s->key_digests);

@@ -115,6 +115,7 @@ static void test_defaults(void **state)
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(cfg.threads, ncpu < 1 ? 1 : ncpu);
     assert_int_equal(cfg.max_body_bytes, 8 * 1024 * 1024);
+    assert_int_equal(cfg.max_body_total_bytes, 32 * 1024 * 1024);
     assert_int_equal(cfg.max_keys, 1000);
     assert_int_equal(cfg.max_page_size, 1000);
     assert_int_equal(cfg.default_page_size, 100);
@@ -122,6 +123,9 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.max_sync_leads, 10000);
     assert_int_equal(cfg.connection_limit, 1024);
     assert_int_equal(cfg.idle_timeout_s, 30);
+    assert_int_equal(cfg.header_timeout_ms, 10000);
+    assert_int_equal(cfg.body_timeout_ms, 60000);
+    assert_int_equal(cfg.max_connections_per_client, 0);
     assert_int_equal(cfg.drain_timeout_ms, 20000);
     assert_int_equal(cfg.request_timeout_ms, 60000);
     assert_string_equal(cfg.log_level, "info");
@@ -533,6 +537,24 @@ static void test_other_rules(void **state)
     assert_non_null(strstr(err, "max_page_size"));
     gw_config_free(&cfg);
 
+    /* the body budget must hold at least one body of the largest size */
+    assert_int_equal(load_text(&cfg,
+                               "[auth]\napi_keys = k\n[gateway]\nmax_body_bytes = 2048\n"
+                               "max_body_total_bytes = 2047\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(gw_config_validate(&cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "gateway.max_body_total_bytes"));
+    assert_non_null(strstr(err, "gateway.max_body_bytes"));
+    gw_config_free(&cfg);
+    assert_int_equal(load_text(&cfg,
+                               "[auth]\napi_keys = k\n[gateway]\nmax_body_bytes = 2048\n"
+                               "max_body_total_bytes = 2048\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(gw_config_validate(&cfg, err, sizeof err), 0);
+    gw_config_free(&cfg);
+
     assert_int_equal(load_text(&cfg,
                                "[auth]\napi_keys = k\n[marketo]\n"
                                "soap_endpoint = http://127.0.0.1:1/soap/mktows/2_3\n",
@@ -689,7 +711,7 @@ static void test_key_table(void **state)
         if (!found)
             fail_msg("%s missing from the table", required[r]);
     }
-    assert_int_equal(gw_config_key_count(), 41);
+    assert_int_equal(gw_config_key_count(), 45);
 }
 
 /* ---- command line ------------------------------------------------------- */

@@ -600,15 +600,17 @@ def test_body_over_cap_by_content_length(gw):
     assert doc["status"] == 413 and doc["request_id"] == headers["x-request-id"]
 
 
-def test_body_over_cap_chunked(gw):
+def test_body_over_cap_chunked(gw_up):
+    # An upstream is configured: without one the answer is 503 from the
+    # headers, before the body.
     def chunks():
         for _ in range(8):
             yield b"x" * 1000
-    r = requests.post(gw.url("/leads/sync"), data=chunks(), timeout=10,
+    r = requests.post(gw_up.url("/leads/sync"), data=chunks(), timeout=10,
                       headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
     assert_problem(r, 413)
     # the server is still fine afterwards
-    assert gw.get("/healthz").status_code == 200
+    assert gw_up.get("/healthz").status_code == 200
 
 
 def test_body_at_cap_is_accepted(gw):
@@ -672,10 +674,16 @@ def test_drain_readyz_503_then_exit_within_timeout(gw_up):
     assert 1.0 <= elapsed < 1.5 + 1.0, elapsed  # waited for the slow request, not forever
 
 
-def test_in_flight_gauge_drops_back(gw):
+def test_in_flight_gauge_drops_back(gw_up):
+    # A request whose body is still arriving: it has passed every check the
+    # headers allow (key, JSON, upstream), so it is in flight and holds its
+    # Content-Length of the body budget.
+    gw = gw_up
+
     def slow_upload(port, stop):
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        s.sendall(b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        s.sendall(b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY1.encode() +
+                  b"\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\nab")
         stop.wait(5)
         s.close()
     stop = threading.Event()
@@ -685,9 +693,11 @@ def test_in_flight_gauge_drops_back(gw):
         time.sleep(0.3)
         text = gw.get("/metrics").text
         assert re.search(r"^http_requests_in_flight 2$", text, re.M), text[:500]
+        assert re.search(r"^http_request_body_bytes 10$", text, re.M), text[:1500]
     finally:
         stop.set()
         t.join()
     time.sleep(0.3)
     text = gw.get("/metrics").text
     assert re.search(r"^http_requests_in_flight 1$", text, re.M)
+    assert re.search(r"^http_request_body_bytes 0$", text, re.M)
