@@ -17,7 +17,15 @@
  * - single flight: a key job (GET_MULTIPLE, LeadKeySelector, first page)
  *   whose keys are all in a getMultipleLeads call already in flight for the
  *   same key type, field set and batch size rides on that call and gets its
- *   results, without a slot of its own;
+ *   results, without a slot of its own, provided the call cannot be older
+ *   than the job's cache epoch (read-your-writes: a lookup that starts after
+ *   a sync answered must not get an answer Marketo gave before the sync,
+ *   nor cache it under its newer epoch). The job may ride when it reached
+ *   the engine before the call was sent (its epoch was read before the
+ *   send), or when its epoch (job->epoch, nonzero) is the epoch a member of
+ *   the call read before the send (no invalidation can lie between the
+ *   send and the job's read: the answer is as fresh as the job's epoch).
+ *   A job without an epoch (cache bypassed) rides only in the first case;
  * - batching: when a key job gets a slot, the waiting key jobs of the same
  *   key type, field set and batch size join its call, up to 100 distinct
  *   keys. Only shapes whose leads can be matched back to keys are batched
@@ -122,6 +130,9 @@ struct gw_job {
     int64_t deadline_ms;          /* monotonic ms: the whole job, retries included */
     gw_job_done_fn done;          /* completion callback */
     void *done_arg;               /* its argument */
+    uint64_t epoch;               /* GET_MULTIPLE key job: the cache epoch the submitter
+                                   * read before submitting, under which it stores the
+                                   * answer; 0: none (single flight, above) */
 
     /* ---- filled by the engine before done ---- */
     gw_outcome outcome;           /* how it ended */
@@ -143,6 +154,7 @@ struct gw_job {
     bool solo;                    /* never merged with other jobs (a merged answer paged) */
     bool coalesced;               /* counted in upstream_coalesced_jobs_total already */
     uint64_t attach_gen;          /* call generation last checked for single flight */
+    uint64_t taken_seq;           /* order in which the engine took it from the inbox */
     bool paced;                   /* held back by pacing since its last start (metrics) */
 };
 

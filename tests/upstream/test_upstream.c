@@ -461,6 +461,7 @@ static void make_get(tjob *t, int64_t queue_ms, int64_t deadline_ms)
     t->job.deadline_ms = now + deadline_ms;
     t->job.done = on_done;
     t->job.done_arg = NULL;
+    t->job.epoch = 1; /* one cache epoch for all: no invalidation in between */
 }
 
 static void make_sync(tjob *t, bool dedup, int64_t deadline_ms)
@@ -1209,6 +1210,49 @@ static void test_coalesce_single_flight(void **state)
     env_done(&e);
 }
 
+/* Waits until the fake has n requests in flight (at most 3 s). */
+static void wait_fake_inflight(env *e, int n)
+{
+    int64_t until = gw_now_ms() + 3000;
+    while (fake_inflight(e->f) < n && gw_now_ms() < until)
+        usleep(2000);
+    assert_int_equal(fake_inflight(e->f), n);
+}
+
+static void test_coalesce_single_flight_fresh(void **state)
+{
+    /* A lookup that read a newer cache epoch (a sync invalidated since the
+     * call in flight was sent) or none at all (cache bypassed) must not
+     * ride on that call: its answer may predate the sync. One that read
+     * the call's own epoch still does. */
+    env e;
+    env_init(&e, (canned){200, &b_get_ok, 1000, 0});
+    env_start(&e);
+    tjob t[4];
+    for (int i = 0; i < 4; i++)
+        make_get(&t[i], 5000, 5000);
+    t[1].job.epoch = 2;
+    t[2].job.epoch = 0;
+    gw_upstream_submit(e.u, &t[0].job);
+    wait_fake_inflight(&e, 1);
+    gw_upstream_submit(e.u, &t[1].job); /* newer epoch: a call of its own */
+    wait_fake_inflight(&e, 2);
+    gw_upstream_submit(e.u, &t[2].job); /* no epoch: a call of its own */
+    wait_fake_inflight(&e, 3);
+    gw_upstream_submit(e.u, &t[3].job); /* t[0]'s epoch: rides on its call */
+    assert_true(wait_all(t, 4, 5000));
+    assert_int_equal(fake_nreqs(e.f), 3);
+    assert_int_equal(e.lim.acquired, 3);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].done_count, 1);
+        assert_int_equal(t[i].job.attempts, 1);
+        assert_int_equal(t[i].job.leads.nleads, 2);
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
 static void test_coalesce_fault_each_member(void **state)
 {
     env e;
@@ -1608,6 +1652,7 @@ int main(void)
         cmocka_unit_test(test_metrics_exported),
         cmocka_unit_test(test_coalesce_batch),
         cmocka_unit_test(test_coalesce_single_flight),
+        cmocka_unit_test(test_coalesce_single_flight_fresh),
         cmocka_unit_test(test_coalesce_fault_each_member),
         cmocka_unit_test(test_coalesce_retry_as_one),
         cmocka_unit_test(test_coalesce_queue_deadline),
