@@ -649,11 +649,19 @@ static void setup_easy(gw_upstream *u, gw_call *c, int64_t timeout_ms)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, u->tls_verify ? 2L : 0L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "marketo-gateway/" GW_VERSION);
-    /* curl resends a request on its own when a reused connection dies before
-     * any answer byte; for a sync without dedup a resend could create the
-     * leads twice, so such calls take a connection of their own. */
-    if (c->job->kind == GW_CALL_SYNC_MULTIPLE && !c->job->dedup)
+    /* libcurl re-sends a request on its own, on a new connection, when a
+     * reused keep-alive connection dies before any answer byte. That is
+     * harmless for getMultipleLeads, but a syncMultipleLeads may have been
+     * applied by then: the re-send would report the leads it just created
+     * as UPDATED (or, without dedup, create them twice), and if Marketo is
+     * gone the re-send's connect failure hides that the first one was sent.
+     * A sync therefore never reuses a connection (no re-send is possible)
+     * and leaves none behind for others (its connection is closed after
+     * it, so it takes no place among the lookups' idle ones). */
+    if (c->job->kind == GW_CALL_SYNC_MULTIPLE) {
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
 }
 
 /* ---- coalescing --------------------------------------------------------------- */

@@ -107,8 +107,12 @@ typedef enum gw_outcome {
  *   request the envelope builder refuses (detail "request: ...").
  * - connect failures are retried for every kind and end UNREACHABLE; other
  *   transport errors and per-call timeouts are retried for GET_MULTIPLE
- *   only: a SYNC job whose request may have reached Marketo is never resent
- *   and gets maybe_applied instead. Reaching deadline_ms ends TIMEOUT.
+ *   only: a SYNC job whose request may have reached Marketo (a connection
+ *   lost after the request was written, a timeout waiting for the answer)
+ *   is never resent and gets maybe_applied instead. libcurl's own re-send
+ *   on a reused connection that died is ruled out for SYNC: each sync call
+ *   takes a fresh connection and closes it afterwards. Reaching deadline_ms
+ *   ends TIMEOUT.
  * Attempts are bounded by marketo.retry_max_attempts and by deadline_ms; when
  * either runs out the job ends with its last attempt's outcome. */
 typedef struct gw_job gw_job;

@@ -821,6 +821,38 @@ static void test_sync_dropped_not_retried(void **state)
     env_done(&e);
 }
 
+static void test_sync_dropped_on_warm_connection_sent_once(void **state)
+{
+    /* A lookup leaves a keep-alive connection behind. A sync (dedup on)
+     * must not go out on it: libcurl would re-send the sync by itself when
+     * that connection dies without an answer, after Marketo applied it. */
+    env e;
+    env_init(&e, (canned){200, &b_sync_ok, 0, 0});
+    canned s[] = {{200, &b_get_ok, 0, 0}, {0, NULL, 0, 0}};
+    fake_script(e.f, s, 2);
+    env_start(&e);
+    tjob g;
+    make_get(&g, 2000, 5000);
+    gw_upstream_submit(e.u, &g.job);
+    assert_true(wait_all(&g, 1, 5000));
+    assert_int_equal(g.job.outcome, GW_OUT_OK);
+    gw_job_clear_results(&g.job);
+    tjob t;
+    make_sync(&t, true, 5000);
+    gw_upstream_submit(e.u, &t.job);
+    assert_true(wait_all(&t, 1, 5000));
+    assert_int_equal(t.job.outcome, GW_OUT_UNREACHABLE);
+    assert_int_equal(t.job.attempts, 1);
+    assert_true(t.job.maybe_applied);
+    assert_int_equal(fake_nreqs(e.f), 2); /* the lookup and the sync, once */
+    pthread_mutex_lock(&e.f->mu);
+    int conns = e.f->connections;
+    pthread_mutex_unlock(&e.f->mu);
+    assert_int_equal(conns, 2); /* the sync took a connection of its own */
+    gw_job_clear_results(&t.job);
+    env_done(&e);
+}
+
 static void test_get_dropped_retried(void **state)
 {
     env e;
@@ -1638,6 +1670,7 @@ int main(void)
         cmocka_unit_test(test_slow_server_timeout),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_sync_dropped_not_retried),
+        cmocka_unit_test(test_sync_dropped_on_warm_connection_sent_once),
         cmocka_unit_test(test_get_dropped_retried),
         cmocka_unit_test(test_response_too_large),
         cmocka_unit_test(test_limiter_wait_rate_limited),
