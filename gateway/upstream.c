@@ -1680,8 +1680,9 @@ static void take_inbox(gw_upstream *u, bool *stopping, int64_t *drain)
     }
 }
 
-/* Drain deadline passed: aborts calls in flight (TIMEOUT) and ends waiting
- * jobs (SHUTDOWN). */
+/* Drain deadline passed: aborts calls in flight and ends waiting jobs, all
+ * SHUTDOWN (the gateway cut them, not Marketo's slowness: 503, not 504). A
+ * sync whose call is cut may have been applied (maybe_applied). */
 static void abort_everything(gw_upstream *u)
 {
     while (u->active) {
@@ -1697,8 +1698,8 @@ static void abort_everything(gw_upstream *u)
             gw_job *job = mem[i];
             if (job->kind == GW_CALL_SYNC_MULTIPLE)
                 job->maybe_applied = true;
-            snprintf(job->detail, sizeof job->detail, "call aborted at shutdown");
-            end_job(u, job, GW_OUT_TIMEOUT);
+            snprintf(job->detail, sizeof job->detail, "call cut at the drain deadline");
+            end_job(u, job, GW_OUT_SHUTDOWN);
         }
         free(mem);
     }

@@ -92,7 +92,8 @@ typedef enum gw_outcome {
     GW_OUT_TIMEOUT,       /* the job's deadline passed during a call */
     GW_OUT_UNREACHABLE,   /* connect or transport failure (after retries) */
     GW_OUT_BAD_RESPONSE,  /* body unparsable, not SOAP (an HTML 503 page), or too large */
-    GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run */
+    GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run or end (its
+                           * call cut at the drain deadline) */
 } gw_outcome;
 
 /* How attempts end (gateway/upstream.c has the full table):
@@ -182,8 +183,9 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job);
 
 /* Stops the engine: queued jobs keep getting slots and in-flight calls keep
  * running until drain_deadline_ms (monotonic); then jobs still waiting end
- * SHUTDOWN and calls still in flight are aborted and end TIMEOUT (a sync job
- * with maybe_applied). Returns early once nothing is left. Joins the thread.
+ * SHUTDOWN and calls still in flight are aborted and end SHUTDOWN too (a
+ * sync job with maybe_applied): the gateway cut them, so they answer 503
+ * "shutting down", not 504. Returns early once nothing is left. Joins the thread.
  * Idempotent; a second call may only bring the deadline forward. Called from
  * a done callback (the engine thread) it only flags the stop and returns. */
 void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms);
