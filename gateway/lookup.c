@@ -12,11 +12,12 @@
  * order, each lead once. Each job carries that epoch, and the engine lets it
  * share another request's call only when the call was sent after the epoch
  * was read or by a request that read the same epoch (single flight never
- * hands a lookup that started after a sync an answer from before it). `Cache-Control: no-cache` skips the cache both
- * ways (no read, no write) and answers X-Cache: BYPASS. A key whose call
- * answers more than one page (an owner key matching thousands of leads) is
- * followed through its streamPosition within the request, up to its
- * deadline; key lookups never return a cursor.
+ * hands a lookup that started after a sync an answer from before it).
+ * `Cache-Control: no-cache` skips the cache both ways (no read, no write)
+ * and answers X-Cache: BYPASS. A key whose call answers more than one page
+ * (an owner key matching thousands of leads) is followed through its
+ * streamPosition within the request, up to its deadline; key lookups never
+ * return a cursor.
  *
  * List and updated-at pages (staticList=, staticListId=, updatedSince=) are
  * not cached (X-Cache: BYPASS) and page with a cursor around Marketo's
