@@ -135,7 +135,7 @@ def test_lookup_after_sync_never_shares_an_older_call(gw, fresh_sim):
     a.start()
     try:
         wait_in_flight(fresh_sim, 1)
-        time.sleep(0.3)  # A's call has read the store; its answer waits
+        time.sleep(0.5)  # A's call has read the store; its answer waits
         new_company = "After Co " + uuid.uuid4().hex[:6]
         s = gw.post("/leads/sync", {"leads": [{"email": email,
                                                "attributes": {"Company": new_company}}]})

@@ -279,7 +279,7 @@ def test_lookup_after_sync_never_shares_an_older_call(gateways, sim):
         while sim.stats().get("in_flight", 0) < 1:
             assert time.monotonic() < deadline, "A's call never reached the sim"
             time.sleep(0.02)
-        time.sleep(0.3)  # A's call has read the store; its answer waits
+        time.sleep(0.5)  # A's call has read the store; its answer waits
         s = b.sync([{"email": email, "attributes": {"Company": "AfterCo"}}])
         assert s.status_code == 200, s.text
         assert s.json()["results"][0]["status"] == "UPDATED", s.text
