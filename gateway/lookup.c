@@ -9,11 +9,15 @@
  * matched to the keys they belong to (Id, Email, or the key type's mapping
  * attribute), stored per key (a key with no lead gets the negative entry
  * "[]") with the epoch read before the calls, and returned in request key
- * order, each lead once. `Cache-Control: no-cache` skips the cache both
- * ways (no read, no write) and answers X-Cache: BYPASS. A key whose call
- * answers more than one page (an owner key matching thousands of leads) is
- * followed through its streamPosition within the request, up to its
- * deadline; key lookups never return a cursor.
+ * order, each lead once. Each job carries that epoch, and the engine lets it
+ * share another request's call only when the call was sent after the epoch
+ * was read or by a request that read the same epoch (single flight never
+ * hands a lookup that started after a sync an answer from before it).
+ * `Cache-Control: no-cache` skips the cache both ways (no read, no write)
+ * and answers X-Cache: BYPASS. A key whose call answers more than one page
+ * (an owner key matching thousands of leads) is followed through its
+ * streamPosition within the request, up to its deadline; key lookups never
+ * return a cursor.
  *
  * List and updated-at pages (staticList=, staticListId=, updatedSince=) are
  * not cached (X-Cache: BYPASS) and page with a cursor around Marketo's
@@ -442,6 +446,9 @@ static void fill_key_job(gw_req *r, lk_state *st, gw_job *j, lk_chunk *c)
     j->get.batch_size = SOAP_MAX_BATCH_SIZE;
     j->get.attrs = st->attrs;
     j->get.nattrs = st->nattrs;
+    /* the epoch the answer will be stored under: the engine lets the job
+     * share only a call whose answer is at least that fresh */
+    j->epoch = st->bypass ? 0 : st->epoch;
     gw_leads_job_deadlines(r, j);
 }
 

@@ -292,7 +292,7 @@ int main(int argc, char **argv)
            "draining");
     gw_server_quiesce(srv);
     /* Requests finish on their own until the last `settle` ms of the budget;
-     * then the engine ends what is left (SHUTDOWN/TIMEOUT answers) and those
+     * then the engine ends what is left (SHUTDOWN: 503 answers) and those
      * replies get the rest of the budget to go out. */
     int64_t settle = cfg.drain_timeout_ms / 5 < SETTLE_MS ? cfg.drain_timeout_ms / 5 : SETTLE_MS;
     bool patient = wait_idle(srv, deadline - settle, &set);

@@ -15,7 +15,11 @@
  *                            a lead Marketo gave no status for is FAILED;
  *   - batch faulted:         FAILED, "Marketo fault <code>";
  *   - batch never answered:  NOT_SENT with the reason (and a warning when a
- *                            call may have reached Marketo unanswered).
+ *                            call may have reached Marketo unanswered: a
+ *                            connection lost after the request was written,
+ *                            a timeout, a call cut at shutdown). Such a
+ *                            batch was sent exactly once: neither the
+ *                            engine nor libcurl re-sends a sync.
  * The reply is 200, except when every batch was refused by the outbound
  * budget (rate limit or daily quota: nothing was sent), which is 429.
  *
@@ -99,10 +103,11 @@ static void sy_state_free(void *p)
         malloc_trim(0);
 }
 
-/* Why a batch that never got Marketo's answer was not sent, for "error". */
-static const char *not_sent_reason(gw_outcome o)
+/* Why batch j never got Marketo's answer, for "error" (the caller adds
+ * "may have been applied" when j->maybe_applied). */
+static const char *not_sent_reason(const gw_job *j)
 {
-    switch (o) {
+    switch (j->outcome) {
     case GW_OUT_RATE_LIMITED:
         return "no outbound slot before the queue deadline (rate limit)";
     case GW_OUT_QUOTA:
@@ -110,7 +115,10 @@ static const char *not_sent_reason(gw_outcome o)
     case GW_OUT_TIMEOUT:
         return "Marketo did not answer before the deadline";
     case GW_OUT_UNREACHABLE:
-        return "Marketo could not be reached";
+        /* sent, then the connection died before the answer (Marketo reset
+         * or closed it, or died): it was reached */
+        return j->maybe_applied ? "the connection to Marketo was lost before its answer"
+                                : "Marketo could not be reached";
     case GW_OUT_BAD_RESPONSE:
         return "Marketo's answer could not be read";
     case GW_OUT_SHUTDOWN:
@@ -258,7 +266,7 @@ static json_t *result_for(size_t idx, int64_t in_id, const gw_job *j, size_t k,
     } else {
         status = "NOT_SENT";
         (*not_sent)++;
-        snprintf(err, sizeof err, "%s%s", not_sent_reason(j->outcome),
+        snprintf(err, sizeof err, "%s%s", not_sent_reason(j),
                  j->maybe_applied ? "; the batch may have been applied" : "");
     }
     int rc = json_object_set_new(res, "index", json_integer((json_int_t)idx));

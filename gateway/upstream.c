@@ -13,7 +13,8 @@
  * Coalescing (see upstream.h): start_call() is the only place where jobs
  * become a call; it folds compatible waiting key jobs into the call it
  * starts (merge_waiting). scan_waiting() lets a waiting key job ride on a
- * call in flight that already asks for all its keys (try_attach).
+ * call in flight that already asks for all its keys and is fresh enough
+ * for its cache epoch (try_attach, call_fresh_for).
  * finish_call() hands the answer to every member (distribute_ok /
  * distribute_failure); each member then ends or retries on its own.
  */
@@ -67,6 +68,10 @@ typedef struct gw_call {
                                     * (strings borrowed from the members' jobs) */
     size_t nkeys;                  /* entries in keys; 0: not a key call built from the union */
     bool shareable;                /* later key jobs may ride on this call */
+    uint64_t sent_seq;             /* u->take_seq when the call was sent: jobs taken up
+                                    * to it read their cache epoch before the send */
+    uint64_t epoch;                /* cache epoch one member read before the send (the
+                                    * most recently taken member that has one); 0: none */
     bool attributable;             /* leads of this call can be matched back to keys */
     int64_t ends_ms;               /* monotonic: the call's own timeout */
     gw_slot slot;                  /* limiter slot held while in flight */
@@ -140,6 +145,7 @@ struct gw_upstream {
 
     int64_t gather_ms;             /* gateway.coalesce_window_ms */
     uint64_t call_gen;             /* bumped at each call start (single-flight rescans) */
+    uint64_t take_seq;             /* jobs taken from the inbox so far (engine thread) */
 
     /* pacing: a token bucket in front of the limiter (engine thread only) */
     bool pace_on;                  /* pacing enabled (rl_calls_per_window > 0) */
@@ -488,6 +494,7 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     job->solo = false;
     job->coalesced = false;
     job->attach_gen = 0;
+    job->taken_seq = 0;
     job->paced = false;
 
     pthread_mutex_lock(&u->mu);
@@ -563,6 +570,8 @@ static gw_call *call_get(gw_upstream *u)
     memset(&c->get, 0, sizeof c->get);
     c->nkeys = 0;
     c->shareable = false;
+    c->sent_seq = 0;
+    c->epoch = 0;
     c->attributable = false;
     c->ends_ms = 0;
     c->len = 0;
@@ -640,11 +649,19 @@ static void setup_easy(gw_upstream *u, gw_call *c, int64_t timeout_ms)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, u->tls_verify ? 2L : 0L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "marketo-gateway/" GW_VERSION);
-    /* curl resends a request on its own when a reused connection dies before
-     * any answer byte; for a sync without dedup a resend could create the
-     * leads twice, so such calls take a connection of their own. */
-    if (c->job->kind == GW_CALL_SYNC_MULTIPLE && !c->job->dedup)
+    /* libcurl re-sends a request on its own, on a new connection, when a
+     * reused keep-alive connection dies before any answer byte. That is
+     * harmless for getMultipleLeads, but a syncMultipleLeads may have been
+     * applied by then: the re-send would report the leads it just created
+     * as UPDATED (or, without dedup, create them twice), and if Marketo is
+     * gone the re-send's connect failure hides that the first one was sent.
+     * A sync therefore never reuses a connection (no re-send is possible)
+     * and leaves none behind for others (its connection is closed after
+     * it, so it takes no place among the lookups' idle ones). */
+    if (c->job->kind == GW_CALL_SYNC_MULTIPLE) {
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
+        curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    }
 }
 
 /* ---- coalescing --------------------------------------------------------------- */
@@ -856,9 +873,41 @@ static size_t merge_waiting(gw_upstream *u, gw_call *c, int64_t now)
     return added;
 }
 
+/* Whether call c's answer is at least as fresh as job's cache epoch, so the
+ * job may take it and store it under that epoch: the job was taken from the
+ * inbox before the call was sent (it read its epoch before the send), or a
+ * member read the job's very epoch before the send (no invalidation between
+ * the send and the job's read). A call sent before a sync was applied may
+ * answer pre-sync data; a lookup that started after that sync answered has a
+ * newer epoch and must not ride on it. */
+static bool call_fresh_for(const gw_call *c, const gw_job *job)
+{
+    if (job->taken_seq != 0 && job->taken_seq <= c->sent_seq)
+        return true;
+    return job->epoch != 0 && job->epoch == c->epoch;
+}
+
+/* Notes what the call's answer is as fresh as, as it is sent: the inbox
+ * position (every member and every job waiting now read its epoch before)
+ * and the epoch of its most recently taken member that has one. */
+static void stamp_freshness(gw_upstream *u, gw_call *c)
+{
+    uint64_t newest = 0;
+    c->sent_seq = u->take_seq;
+    c->epoch = 0;
+    for (size_t i = 0; i < c->nmembers; i++) {
+        const gw_job *m = c->members[i];
+        if (m->epoch != 0 && m->taken_seq >= newest) {
+            newest = m->taken_seq;
+            c->epoch = m->epoch;
+        }
+    }
+}
+
 /* Single flight: lets a waiting key job ride on a call in flight that asks
  * for all its keys in the same shape (and, for a shape whose leads cannot be
- * attributed, for exactly its keys). Returns true when the job joined. */
+ * attributed, for exactly its keys), when the call is fresh enough for it
+ * (call_fresh_for). Returns true when the job joined. */
 static bool try_attach(gw_upstream *u, gw_job *job, int64_t now)
 {
     if (!is_key_job(job) || job->attach_gen == u->call_gen)
@@ -866,6 +915,8 @@ static bool try_attach(gw_upstream *u, gw_job *job, int64_t now)
     job->attach_gen = u->call_gen;
     for (gw_call *c = u->active; c; c = c->next) {
         if (!c->shareable || !same_shape(&c->get, &job->get) || !job_ready(job, now, c->ends_ms))
+            continue;
+        if (!call_fresh_for(c, job))
             continue;
         if (new_keys(c, job) != 0)
             continue;
@@ -951,6 +1002,7 @@ static size_t start_call(gw_upstream *u, gw_job *job, const gw_slot *slot, int64
     c->deadline_capped = budget <= u->timeout_ms;
     c->slot = *slot;
     c->started_ms = now;
+    stamp_freshness(u, c);
     setup_easy(u, c, tmo);
     if (curl_multi_add_handle(u->multi, c->easy) != CURLM_OK) {
         snprintf(job->detail, sizeof job->detail, "curl_multi_add_handle failed");
@@ -1610,7 +1662,8 @@ static int64_t scan_waiting(gw_upstream *u, int64_t now)
     return wake;
 }
 
-/* Moves the inbox into the waiting list and reads the stop state. */
+/* Moves the inbox into the waiting list, numbering the jobs in the order
+ * taken (taken_seq, for call_fresh_for), and reads the stop state. */
 static void take_inbox(gw_upstream *u, bool *stopping, int64_t *drain)
 {
     pthread_mutex_lock(&u->mu);
@@ -1621,13 +1674,15 @@ static void take_inbox(gw_upstream *u, bool *stopping, int64_t *drain)
     pthread_mutex_unlock(&u->mu);
     while (head) {
         gw_job *n = head->q_next;
+        head->taken_seq = ++u->take_seq;
         list_append(&u->wait_head, &u->wait_tail, head);
         head = n;
     }
 }
 
-/* Drain deadline passed: aborts calls in flight (TIMEOUT) and ends waiting
- * jobs (SHUTDOWN). */
+/* Drain deadline passed: aborts calls in flight and ends waiting jobs, all
+ * SHUTDOWN (the gateway cut them, not Marketo's slowness: 503, not 504). A
+ * sync whose call is cut may have been applied (maybe_applied). */
 static void abort_everything(gw_upstream *u)
 {
     while (u->active) {
@@ -1643,8 +1698,8 @@ static void abort_everything(gw_upstream *u)
             gw_job *job = mem[i];
             if (job->kind == GW_CALL_SYNC_MULTIPLE)
                 job->maybe_applied = true;
-            snprintf(job->detail, sizeof job->detail, "call aborted at shutdown");
-            end_job(u, job, GW_OUT_TIMEOUT);
+            snprintf(job->detail, sizeof job->detail, "call cut at the drain deadline");
+            end_job(u, job, GW_OUT_SHUTDOWN);
         }
         free(mem);
     }

@@ -17,7 +17,15 @@
  * - single flight: a key job (GET_MULTIPLE, LeadKeySelector, first page)
  *   whose keys are all in a getMultipleLeads call already in flight for the
  *   same key type, field set and batch size rides on that call and gets its
- *   results, without a slot of its own;
+ *   results, without a slot of its own, provided the call cannot be older
+ *   than the job's cache epoch (read-your-writes: a lookup that starts after
+ *   a sync answered must not get an answer Marketo gave before the sync,
+ *   nor cache it under its newer epoch). The job may ride when it reached
+ *   the engine before the call was sent (its epoch was read before the
+ *   send), or when its epoch (job->epoch, nonzero) is the epoch a member of
+ *   the call read before the send (no invalidation can lie between the
+ *   send and the job's read: the answer is as fresh as the job's epoch).
+ *   A job without an epoch (cache bypassed) rides only in the first case;
  * - batching: when a key job gets a slot, the waiting key jobs of the same
  *   key type, field set and batch size join its call, up to 100 distinct
  *   keys. Only shapes whose leads can be matched back to keys are batched
@@ -84,7 +92,8 @@ typedef enum gw_outcome {
     GW_OUT_TIMEOUT,       /* the job's deadline passed during a call */
     GW_OUT_UNREACHABLE,   /* connect or transport failure (after retries) */
     GW_OUT_BAD_RESPONSE,  /* body unparsable, not SOAP (an HTML 503 page), or too large */
-    GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run */
+    GW_OUT_SHUTDOWN,      /* the engine stopped before the job could run or end (its
+                           * call cut at the drain deadline) */
 } gw_outcome;
 
 /* How attempts end (gateway/upstream.c has the full table):
@@ -99,8 +108,12 @@ typedef enum gw_outcome {
  *   request the envelope builder refuses (detail "request: ...").
  * - connect failures are retried for every kind and end UNREACHABLE; other
  *   transport errors and per-call timeouts are retried for GET_MULTIPLE
- *   only: a SYNC job whose request may have reached Marketo is never resent
- *   and gets maybe_applied instead. Reaching deadline_ms ends TIMEOUT.
+ *   only: a SYNC job whose request may have reached Marketo (a connection
+ *   lost after the request was written, a timeout waiting for the answer)
+ *   is never resent and gets maybe_applied instead. libcurl's own re-send
+ *   on a reused connection that died is ruled out for SYNC: each sync call
+ *   takes a fresh connection and closes it afterwards. Reaching deadline_ms
+ *   ends TIMEOUT.
  * Attempts are bounded by marketo.retry_max_attempts and by deadline_ms; when
  * either runs out the job ends with its last attempt's outcome. */
 typedef struct gw_job gw_job;
@@ -122,6 +135,9 @@ struct gw_job {
     int64_t deadline_ms;          /* monotonic ms: the whole job, retries included */
     gw_job_done_fn done;          /* completion callback */
     void *done_arg;               /* its argument */
+    uint64_t epoch;               /* GET_MULTIPLE key job: the cache epoch the submitter
+                                   * read before submitting, under which it stores the
+                                   * answer; 0: none (single flight, above) */
 
     /* ---- filled by the engine before done ---- */
     gw_outcome outcome;           /* how it ended */
@@ -143,6 +159,7 @@ struct gw_job {
     bool solo;                    /* never merged with other jobs (a merged answer paged) */
     bool coalesced;               /* counted in upstream_coalesced_jobs_total already */
     uint64_t attach_gen;          /* call generation last checked for single flight */
+    uint64_t taken_seq;           /* order in which the engine took it from the inbox */
     bool paced;                   /* held back by pacing since its last start (metrics) */
 };
 
@@ -166,8 +183,9 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job);
 
 /* Stops the engine: queued jobs keep getting slots and in-flight calls keep
  * running until drain_deadline_ms (monotonic); then jobs still waiting end
- * SHUTDOWN and calls still in flight are aborted and end TIMEOUT (a sync job
- * with maybe_applied). Returns early once nothing is left. Joins the thread.
+ * SHUTDOWN and calls still in flight are aborted and end SHUTDOWN too (a
+ * sync job with maybe_applied): the gateway cut them, so they answer 503
+ * "shutting down", not 504. Returns early once nothing is left. Joins the thread.
  * Idempotent; a second call may only bring the deadline forward. Called from
  * a done callback (the engine thread) it only flags the stop and returns. */
 void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms);

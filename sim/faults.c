@@ -26,6 +26,8 @@ typedef struct rule {
     long count;           /* affected calls after skip; -1: unlimited */
     int hold_in_flight;   /* > 0: hold until this many calls are in flight */
     int64_t hold_max_ms;  /* longest hold */
+    bool drop_after_op;   /* a dropped call runs its operation before the drop */
+    int64_t latency_after_ms; /* delay after the operation, before the answer */
     uint64_t rng;         /* generator state, from seed */
     long seen;            /* matching calls so far */
     long affected;        /* affected calls so far */
@@ -64,6 +66,8 @@ void sim_faults_decide(sim_op op, sim_decision *out)
     out->fault_code = r->fault_code;
     out->hold_in_flight = r->hold_in_flight;
     out->hold_max_ms = r->hold_max_ms;
+    out->drop_after_op = r->drop_after_op;
+    out->latency_after_ms = r->latency_after_ms;
 out:
     pthread_mutex_unlock(&F.mu);
 }
@@ -121,8 +125,9 @@ int sim_faults_set_json(const json_t *j, char *err, size_t errlen)
     }
     rule r = {.active = true, .fault_code = 20011, .count = -1, .rng = 1};
     double lat = 0, jit = 0, er = -1, code = 20011, dr = 0, tr = 0, skip = 0, count = -1,
-           seed = 1, hold = 0, hold_max = SIM_HOLD_MAX_DEFAULT_MS;
+           seed = 1, hold = 0, hold_max = SIM_HOLD_MAX_DEFAULT_MS, lat_after = 0;
     const json_t *h503 = json_object_get(j, "http_503");
+    const json_t *dao = json_object_get(j, "drop_after_op");
     const json_t *cnt = json_object_get(j, "count");
     if (get_num(j, "latency_ms", 0, 600000, &lat) || get_num(j, "jitter_ms", 0, 600000, &jit) ||
         get_num(j, "error_rate", 0, 1, &er) || get_num(j, "fault_code", 1, 99999, &code) ||
@@ -130,8 +135,9 @@ int sim_faults_set_json(const json_t *j, char *err, size_t errlen)
         get_num(j, "skip", 0, 1e12, &skip) || get_num(j, "seed", 0, 9007199254740992.0, &seed) ||
         get_num(j, "hold_in_flight", 0, 100000, &hold) ||
         get_num(j, "hold_max_ms", 0, 600000, &hold_max) ||
+        get_num(j, "latency_after_ms", 0, 600000, &lat_after) ||
         (cnt != NULL && !json_is_null(cnt) && get_num(j, "count", 0, 1e12, &count)) ||
-        (h503 != NULL && !json_is_boolean(h503))) {
+        (h503 != NULL && !json_is_boolean(h503)) || (dao != NULL && !json_is_boolean(dao))) {
         snprintf(err, errlen, "a member has a bad type or is out of range");
         return -1;
     }
@@ -150,6 +156,8 @@ int sim_faults_set_json(const json_t *j, char *err, size_t errlen)
     r.rng = (uint64_t)seed;
     r.hold_in_flight = (int)hold;
     r.hold_max_ms = (int64_t)hold_max;
+    r.drop_after_op = dao != NULL && json_is_true(dao);
+    r.latency_after_ms = (int64_t)lat_after;
     pthread_mutex_lock(&F.mu);
     F.rules[op] = r;
     pthread_mutex_unlock(&F.mu);

@@ -9,11 +9,18 @@
  * answer cut in half (truncate_rate). An affected call of a rule with
  * hold_in_flight N first waits until N SOAP calls are in flight at the sim
  * (itself included), at most hold_max_ms, then gets its latency; the hold
- * draws nothing from the generator. Thread-safe (one mutex).
+ * draws nothing from the generator. Two more knobs shape what happens after
+ * that, again without a draw: drop_after_op makes a dropped call run its
+ * operation first (a sync is applied, a lookup reads the store) and only
+ * then close the connection; latency_after_ms sleeps after the operation
+ * ran (or the injected failure was chosen) and before the answer (or the
+ * drop) goes out, so a lookup can read the store and answer late.
+ * Thread-safe (one mutex).
  */
 #ifndef SIM_FAULTS_H
 #define SIM_FAULTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +44,8 @@ typedef struct sim_decision {
     int64_t latency_ms;  /* extra delay before answering */
     int hold_in_flight;  /* > 0: first wait until this many calls are in flight */
     int64_t hold_max_ms; /* ... for at most this long */
+    bool drop_after_op;  /* SIM_ACT_DROP: run the operation, then drop */
+    int64_t latency_after_ms; /* delay after the operation ran, before answering */
 } sim_decision;
 
 /* Applies the rule for op to one call and advances its counters. */

@@ -13,7 +13,11 @@
  *      hold_in_flight calls are in flight, at most hold_max_ms), then the
  *      latency (--latency-ms plus the rule's), both waited without holding
  *      any lock of the caller;
- *   6. the operation itself (parameter faults, then the data).
+ *   6. the operation itself (parameter faults, then the data), unless the
+ *      rule drops the call before it (a drop with drop_after_op runs it
+ *      and then drops);
+ *   7. the rule's latency_after_ms, slept holding no lock: the answer
+ *      leaves after the store was read or written.
  */
 #include "sim/soapsrv.h"
 
@@ -190,7 +194,7 @@ void sim_soap_handle(const char *body, size_t len, bool too_large, int64_t arriv
         if (d.action == SIM_ACT_FAULT)
             fault = d.fault_code;
     }
-    if (d.action == SIM_ACT_DROP) {
+    if (d.action == SIM_ACT_DROP && !d.drop_after_op) {
         out->drop = true;
     } else if (d.action == SIM_ACT_HTTP_503) {
         out->status = 503;
@@ -211,7 +215,18 @@ void sim_soap_handle(const char *body, size_t len, bool too_large, int64_t arriv
         }
         if (d.action == SIM_ACT_TRUNCATE)
             out->len /= 2;
+        if (d.action == SIM_ACT_DROP) {
+            /* drop_after_op: the operation ran (a sync is applied), the
+             * answer never leaves */
+            free(out->body);
+            out->body = NULL;
+            out->len = 0;
+            out->drop = true;
+        }
     }
+    /* the store has been read or written: answer (or drop) late */
+    if (accepted && d.latency_after_ms > 0)
+        sim_sleep_ms(d.latency_after_ms);
     if (fault != 0 || d.action != SIM_ACT_NONE)
         sim_stats_fault(op);
     if (accepted)

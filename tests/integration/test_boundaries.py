@@ -164,9 +164,8 @@ def test_sync_20011_retries_spent_is_failed(fresh_sim, gateway_factory):
 
 def test_sync_dropped_batch_is_not_sent(fresh_sim, gateway_factory):
     # Retries allowed: a sync that may have reached Marketo is never resent.
-    # The dropped call is the gateway's first, on a fresh connection: libcurl
-    # itself silently resends a request whose reused keep-alive connection
-    # closes without an answer (reported; not pinned here).
+    # The dropped call is the gateway's first, on a fresh connection (a sync
+    # on a reused keep-alive connection that dies: test_sync_loss.py).
     gw = sync_gateway(gateway_factory, fresh_sim, 3)
     fresh_sim.faults({"operation": SYNC_OP, "count": 1, "drop_rate": 1})
     leads = sync_leads(uuid.uuid4().hex[:8])

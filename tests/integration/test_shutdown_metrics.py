@@ -5,6 +5,9 @@ once (on a connection opened before the signal), requests in flight finish
 with 200, new connections are refused (never reset), and the process exits 0
 within the drain timeout.
 
+Calls still in flight when the drain budget runs out are cut with 503
+(shutting down), and a sync batch cut so is NOT_SENT "may have been applied".
+
 Metrics: /metrics after real traffic passes `promtool check metrics` (names,
 types, HELP lines, units) and carries histograms for request and upstream
 durations.
@@ -106,6 +109,44 @@ def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
     # and afterwards, nobody is listening
     with pytest.raises(requests.ConnectionError):
         requests.get(gw.base + "/healthz", timeout=2)
+
+
+def test_drain_deadline_cuts_calls_with_503(sim_factory, gateway_factory):
+    # Calls still in flight when the drain budget runs out are cut by the
+    # gateway, not by Marketo: a lookup gets 503 (shutting down), not 504,
+    # and a sync batch NOT_SENT "shutting down" that may have been applied.
+    sim = sim_factory(leads=50)
+    sim.faults({"operation": "*", "latency_ms": 30000})
+    gw = gateway_factory(sim.endpoint, {"gateway.drain_timeout_ms": 1500})
+    box = {}
+    threads = [
+        threading.Thread(target=lambda: box.update(lookup=gw.leads(email="lead7@example.com")),
+                         daemon=True),
+        threading.Thread(target=lambda: box.update(sync=gw.post(
+            "/leads/sync", {"leads": [{"email": "lead8@example.com"}]})), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while sim.stats().get("in_flight", 0) < 2:
+        assert time.monotonic() < deadline, "the calls never reached the sim"
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    gw.proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert gw.proc.wait(timeout=10) == 0
+    assert time.monotonic() - t0 < 1.5 + 2
+    r = box["lookup"]
+    assert r.status_code == 503, (r.status_code, r.text)
+    problem = r.json()
+    assert problem["status"] == 503 and problem["type"].endswith("shutting-down"), problem
+    r = box["sync"]
+    assert r.status_code == 200, r.text
+    res = r.json()["results"]
+    assert [x["status"] for x in res] == ["NOT_SENT"], res
+    assert "shutting down" in res[0]["error"] and "may have been applied" in res[0]["error"], res
+    assert "did not answer" not in res[0]["error"], res
 
 
 @pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) not installed")

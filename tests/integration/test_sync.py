@@ -1,4 +1,6 @@
 """POST /leads/sync end to end: batching, statuses, partial failures, freshness, escaping."""
+import threading
+import time
 import uuid
 
 from leadhelpers import demo_email
@@ -102,6 +104,53 @@ def test_sync_then_lookup_is_fresh(gw, fresh_sim):
     assert after.json()["leads"][0]["attributes"]["Company"] == new_company
     assert gw.get("/leads/%d" % by_id["id"]).json()["attributes"]["Company"] == new_company
     assert gw.leads(sfdcAccountId=acct).json()["leads"][0]["attributes"]["Company"] == new_company
+
+
+def wait_in_flight(sim, n, timeout=10.0):
+    """Waits until n SOAP calls are in flight at the sim."""
+    deadline = time.monotonic() + timeout
+    while sim.stats().get("in_flight", 0) < n:
+        assert time.monotonic() < deadline, "no call in flight at the sim"
+        time.sleep(0.02)
+
+
+def company_of(resp):
+    assert resp.status_code == 200, resp.text
+    leads = resp.json()["leads"]
+    assert len(leads) == 1, resp.text
+    return leads[0]["attributes"].get("Company")
+
+
+def test_lookup_after_sync_never_shares_an_older_call(gw, fresh_sim):
+    # Read-your-writes under single flight: lookup A's call reads the store
+    # at once and answers late; a sync goes through and answers meanwhile.
+    # Lookup B, started after that answer, must not ride on A's call (sent
+    # before the sync): it gets its own call and the new value, and what it
+    # caches is the new value too (C, a HIT).
+    email = demo_email(321)
+    before = company_of(gw.leads(email=email, headers=NO_CACHE))
+    fresh_sim.faults({"operation": "getMultipleLeads", "latency_after_ms": 3000, "count": 1})
+    box = {}
+    a = threading.Thread(target=lambda: box.update(a=gw.leads(email=email)), daemon=True)
+    a.start()
+    try:
+        wait_in_flight(fresh_sim, 1)
+        time.sleep(0.5)  # A's call has read the store; its answer waits
+        new_company = "After Co " + uuid.uuid4().hex[:6]
+        s = gw.post("/leads/sync", {"leads": [{"email": email,
+                                               "attributes": {"Company": new_company}}]})
+        assert s.status_code == 200, s.text
+        assert s.json()["results"][0]["status"] == "UPDATED", s.text
+        b = gw.leads(email=email)
+        assert company_of(b) == new_company, "a lookup after the sync got the old value"
+        assert b.headers.get("X-Cache") == "MISS"
+    finally:
+        a.join(30)
+    assert company_of(box["a"]) == before  # A read the store before the sync
+    assert fresh_sim.calls("getMultipleLeads") == 3  # before, A, B: B did not share A's call
+    c = gw.leads(email=email)
+    assert company_of(c) == new_company, "the old value was cached after the sync"
+    assert c.headers.get("X-Cache") == "HIT"
 
 
 def test_sync_new_lead_clears_negative_entry(gw):

@@ -258,3 +258,39 @@ def test_lookup_in_flight_during_sync_never_caches_stale(gateways, sim):
     r = b.lookup(email)
     assert r.headers.get("X-Cache") == "HIT"
     assert company(r) == "RaceCo"
+
+
+def test_lookup_after_sync_never_shares_an_older_call(gateways, sim):
+    # Read-your-writes under single flight, with the shared cache: lookup A
+    # on replica a has a call in flight that read the store before a sync
+    # (through replica b) answered. Lookup B on a, started after that answer,
+    # must not ride on A's call: it gets the new value, and the new value is
+    # what every replica then reads from Redis (C, HIT on both).
+    a, b = gateways(2)
+    email = "lead321@example.com"
+    before = company(a.session.get(a.base + "/leads", params={"email": email},
+                                   headers={"Cache-Control": "no-cache"}, timeout=60))
+    sim.faults({"operation": LOOKUP_OP, "latency_after_ms": 3000, "count": 1})
+    box = {}
+    t = threading.Thread(target=lambda: box.update(r=a.lookup(email)), daemon=True)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sim.stats().get("in_flight", 0) < 1:
+            assert time.monotonic() < deadline, "A's call never reached the sim"
+            time.sleep(0.02)
+        time.sleep(0.5)  # A's call has read the store; its answer waits
+        s = b.sync([{"email": email, "attributes": {"Company": "AfterCo"}}])
+        assert s.status_code == 200, s.text
+        assert s.json()["results"][0]["status"] == "UPDATED", s.text
+        r = a.lookup(email)
+        assert company(r) == "AfterCo", "a lookup after the sync got the old value"
+        assert r.headers.get("X-Cache") == "MISS"
+    finally:
+        t.join(30)
+    assert company(box["r"]) == before  # A read the store before the sync
+    assert sim.calls(LOOKUP_OP) == 3  # before, A, B: B did not share A's call
+    for g in (b, a):
+        r = g.lookup(email)
+        assert company(r) == "AfterCo", "the old value was cached after the sync"
+        assert r.headers.get("X-Cache") == "HIT"

@@ -1,6 +1,7 @@
 /* tests/sim/test_admin.c - marketo-sim black box: /_sim/stats, /_sim/reset,
  * /_sim/faults (fault codes, 503 pages, drops, truncation, skip/count,
- * seeded reproducibility, latency, holds) and the command line. */
+ * seeded reproducibility, latency, holds, drops after the operation, latency
+ * after the operation) and the command line. */
 #include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -302,6 +303,96 @@ static void test_hold_until_in_flight(void **state)
                                 "\"hold_max_ms\": \"x\"}"), 400);
 }
 
+/* Company of lead 65835 read with getLead into val (bounded). */
+static void company_65835(char *val, size_t cap)
+{
+    soap_leads_result r;
+    soap_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, SOAP_KEY_IDNUM, "65835", &r, &f), SOAP_OK);
+    assert_int_equal(r.nleads, 1);
+    const char *a = simh_attr(&r.leads[0], "Company");
+    snprintf(val, cap, "%s", a != NULL ? a : "(none)");
+    soap_leads_result_clear(&r);
+}
+
+/* Thread body: Company of lead 65835 into the char[64] at arg. */
+static void *company_thread(void *arg)
+{
+    company_65835(arg, 64);
+    return NULL;
+}
+
+/* One-record syncMultipleLeads setting attribute Company; returns the
+ * parser's status and the record's state into *state_out when answered. */
+static int sync_company(int64_t id, const char *email, const char *company,
+                        soap_sync_state *state_out)
+{
+    soap_attr a = {.name = (char *)"Company", .value = (char *)company};
+    soap_lead l = {.has_id = id > 0, .id = id, .email = (char *)email, .attrs = &a,
+                   .nattrs = 1};
+    soap_sync_result r;
+    soap_fault f = {0};
+    int rc = simh_sync(&S, &l, 1, true, &r, &f);
+    if (rc == SOAP_OK && state_out != NULL)
+        *state_out = r.statuses[0].state;
+    if (rc == SOAP_OK)
+        soap_sync_result_clear(&r);
+    soap_fault_clear(&f);
+    return rc;
+}
+
+static void test_drop_after_op(void **state)
+{
+    /* a plain drop never reaches the store */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"syncMultipleLeads\", \"drop_rate\": 1, "
+                                "\"count\": 1}"), 200);
+    assert_int_not_equal(sync_company(0, "dropped.before@example.org", "X", NULL), SOAP_OK);
+    soap_sync_state st = SOAP_SYNC_FAILED;
+    assert_int_equal(sync_company(0, "dropped.before@example.org", "X", &st), SOAP_OK);
+    assert_int_equal(st, SOAP_SYNC_CREATED);
+    /* drop_after_op: applied, then no answer; the resend finds the lead */
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"syncMultipleLeads\", \"drop_rate\": 1, "
+                                "\"drop_after_op\": true, \"count\": 1}"), 200);
+    assert_int_not_equal(sync_company(0, "dropped.after@example.org", "Y", NULL), SOAP_OK);
+    assert_int_equal(sync_company(0, "dropped.after@example.org", "Y", &st), SOAP_OK);
+    assert_int_equal(st, SOAP_SYNC_UPDATED);
+    json_t *stats = simh_stats(&S);
+    assert_int_equal(simh_stat(stats, "syncMultipleLeads", "calls"), 4);
+    assert_int_equal(simh_stat(stats, "syncMultipleLeads", "faults"), 2);
+    assert_int_equal(json_integer_value(json_object_get(stats, "in_flight")), 0);
+    json_decref(stats);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"drop_after_op\": 1}"), 400);
+}
+
+static void test_latency_after_op(void **state)
+{
+    char before[64], during[64] = "", after[64];
+    company_65835(before, sizeof before);
+    assert_int_equal(simh_admin(&S, "/_sim/faults",
+                                "{\"operation\": \"getLead\", \"latency_after_ms\": 1500, "
+                                "\"count\": 1}"), 200);
+    pthread_t th;
+    int64_t t0 = now_ms();
+    assert_int_equal(pthread_create(&th, NULL, company_thread, during), 0);
+    while (in_flight() < 1 && now_ms() - t0 < 10000)
+        usleep(10000);
+    usleep(300000); /* the store has been read; the answer waits */
+    soap_sync_state st = SOAP_SYNC_FAILED;
+    assert_int_equal(sync_company(65835, NULL, "LaterCo", &st), SOAP_OK);
+    assert_int_equal(st, SOAP_SYNC_UPDATED);
+    assert_int_equal(in_flight(), 1); /* the sync did not wait for the slow read */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    int64_t dt = now_ms() - t0;
+    assert_true(dt >= 1500 && dt < 10000);
+    assert_string_equal(during, before); /* read before the sync, answered after it */
+    company_65835(after, sizeof after);
+    assert_string_equal(after, "LaterCo");
+    assert_string_not_equal(before, "LaterCo");
+}
+
 static void test_reset_restores_data(void **state)
 {
     soap_lead l = {.email = (char *)"temp@example.com"};
@@ -406,6 +497,8 @@ int main(void)
         cmocka_unit_test_setup(test_reproducible, reset),
         cmocka_unit_test_setup(test_latency, reset),
         cmocka_unit_test_setup(test_hold_until_in_flight, reset),
+        cmocka_unit_test_setup(test_drop_after_op, reset),
+        cmocka_unit_test_setup(test_latency_after_op, reset),
         cmocka_unit_test_setup(test_reset_restores_data, reset),
         cmocka_unit_test_setup(test_admin_errors, reset),
         cmocka_unit_test(test_command_line),

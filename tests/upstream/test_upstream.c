@@ -461,6 +461,7 @@ static void make_get(tjob *t, int64_t queue_ms, int64_t deadline_ms)
     t->job.deadline_ms = now + deadline_ms;
     t->job.done = on_done;
     t->job.done_arg = NULL;
+    t->job.epoch = 1; /* one cache epoch for all: no invalidation in between */
 }
 
 static void make_sync(tjob *t, bool dedup, int64_t deadline_ms)
@@ -820,6 +821,38 @@ static void test_sync_dropped_not_retried(void **state)
     env_done(&e);
 }
 
+static void test_sync_dropped_on_warm_connection_sent_once(void **state)
+{
+    /* A lookup leaves a keep-alive connection behind. A sync (dedup on)
+     * must not go out on it: libcurl would re-send the sync by itself when
+     * that connection dies without an answer, after Marketo applied it. */
+    env e;
+    env_init(&e, (canned){200, &b_sync_ok, 0, 0});
+    canned s[] = {{200, &b_get_ok, 0, 0}, {0, NULL, 0, 0}};
+    fake_script(e.f, s, 2);
+    env_start(&e);
+    tjob g;
+    make_get(&g, 2000, 5000);
+    gw_upstream_submit(e.u, &g.job);
+    assert_true(wait_all(&g, 1, 5000));
+    assert_int_equal(g.job.outcome, GW_OUT_OK);
+    gw_job_clear_results(&g.job);
+    tjob t;
+    make_sync(&t, true, 5000);
+    gw_upstream_submit(e.u, &t.job);
+    assert_true(wait_all(&t, 1, 5000));
+    assert_int_equal(t.job.outcome, GW_OUT_UNREACHABLE);
+    assert_int_equal(t.job.attempts, 1);
+    assert_true(t.job.maybe_applied);
+    assert_int_equal(fake_nreqs(e.f), 2); /* the lookup and the sync, once */
+    pthread_mutex_lock(&e.f->mu);
+    int conns = e.f->connections;
+    pthread_mutex_unlock(&e.f->mu);
+    assert_int_equal(conns, 2); /* the sync took a connection of its own */
+    gw_job_clear_results(&t.job);
+    env_done(&e);
+}
+
 static void test_get_dropped_retried(void **state)
 {
     env e;
@@ -951,17 +984,18 @@ static void test_shutdown_ends_everything(void **state)
     gw_upstream_shutdown(e.u, t0 + 300);
     int64_t took = gw_now_ms() - t0;
     assert_true(took >= 250 && took < 1500); /* drained until the deadline, then joined */
-    int timeouts = 0, shutdowns = 0;
+    int shutdowns = 0;
     for (int i = 0; i < N; i++) {
         assert_int_equal(t[i].done_count, 1);
-        if (t[i].job.outcome == GW_OUT_TIMEOUT)
-            timeouts++;
-        else if (t[i].job.outcome == GW_OUT_SHUTDOWN)
+        if (t[i].job.outcome == GW_OUT_SHUTDOWN)
             shutdowns++;
     }
-    assert_int_equal(timeouts, 2);
-    assert_int_equal(shutdowns, 20);
+    /* the two calls in flight were cut by the drain deadline: SHUTDOWN
+     * (503), not TIMEOUT (504), like the 20 jobs still waiting */
+    assert_int_equal(shutdowns, 22);
     assert_true(t[1].job.maybe_applied); /* the sync call was in flight */
+    assert_false(t[0].job.maybe_applied);
+    assert_false(t[2].job.maybe_applied); /* waiting, never sent */
     assert_int_equal(gw_upstream_queued(e.u), 0);
     assert_int_equal(gw_upstream_in_flight(e.u), 0);
 
@@ -1204,6 +1238,49 @@ static void test_coalesce_single_flight(void **state)
         assert_int_equal(t[i].job.leads.nleads, 2);
         assert_int_equal(t[i].job.leads.leads[0].id, 1001);
         assert_string_equal(t[i].job.leads.leads[1].email, "grace@example.com");
+        gw_job_clear_results(&t[i].job);
+    }
+    env_done(&e);
+}
+
+/* Waits until the fake has n requests in flight (at most 3 s). */
+static void wait_fake_inflight(env *e, int n)
+{
+    int64_t until = gw_now_ms() + 3000;
+    while (fake_inflight(e->f) < n && gw_now_ms() < until)
+        usleep(2000);
+    assert_int_equal(fake_inflight(e->f), n);
+}
+
+static void test_coalesce_single_flight_fresh(void **state)
+{
+    /* A lookup that read a newer cache epoch (a sync invalidated since the
+     * call in flight was sent) or none at all (cache bypassed) must not
+     * ride on that call: its answer may predate the sync. One that read
+     * the call's own epoch still does. */
+    env e;
+    env_init(&e, (canned){200, &b_get_ok, 1000, 0});
+    env_start(&e);
+    tjob t[4];
+    for (int i = 0; i < 4; i++)
+        make_get(&t[i], 5000, 5000);
+    t[1].job.epoch = 2;
+    t[2].job.epoch = 0;
+    gw_upstream_submit(e.u, &t[0].job);
+    wait_fake_inflight(&e, 1);
+    gw_upstream_submit(e.u, &t[1].job); /* newer epoch: a call of its own */
+    wait_fake_inflight(&e, 2);
+    gw_upstream_submit(e.u, &t[2].job); /* no epoch: a call of its own */
+    wait_fake_inflight(&e, 3);
+    gw_upstream_submit(e.u, &t[3].job); /* t[0]'s epoch: rides on its call */
+    assert_true(wait_all(t, 4, 5000));
+    assert_int_equal(fake_nreqs(e.f), 3);
+    assert_int_equal(e.lim.acquired, 3);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(t[i].job.outcome, GW_OUT_OK);
+        assert_int_equal(t[i].done_count, 1);
+        assert_int_equal(t[i].job.attempts, 1);
+        assert_int_equal(t[i].job.leads.nleads, 2);
         gw_job_clear_results(&t[i].job);
     }
     env_done(&e);
@@ -1594,6 +1671,7 @@ int main(void)
         cmocka_unit_test(test_slow_server_timeout),
         cmocka_unit_test(test_connection_refused),
         cmocka_unit_test(test_sync_dropped_not_retried),
+        cmocka_unit_test(test_sync_dropped_on_warm_connection_sent_once),
         cmocka_unit_test(test_get_dropped_retried),
         cmocka_unit_test(test_response_too_large),
         cmocka_unit_test(test_limiter_wait_rate_limited),
@@ -1608,6 +1686,7 @@ int main(void)
         cmocka_unit_test(test_metrics_exported),
         cmocka_unit_test(test_coalesce_batch),
         cmocka_unit_test(test_coalesce_single_flight),
+        cmocka_unit_test(test_coalesce_single_flight_fresh),
         cmocka_unit_test(test_coalesce_fault_each_member),
         cmocka_unit_test(test_coalesce_retry_as_one),
         cmocka_unit_test(test_coalesce_queue_deadline),
