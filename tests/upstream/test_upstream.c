@@ -1500,26 +1500,32 @@ static void test_pacing_spacing(void **state)
         gw_job_clear_results(&t[i].job);
     }
     int64_t *at = e.f->arrived_ms;
-    assert_true(at[3] - t0 < 100); /* the burst: no wait */
+    fprintf(stderr, "# burst of 4 within %" PRId64 " ms\n", at[3] - t0);
     for (int i = 4; i < N; i++) {
         int64_t gap = at[i] - at[i - 1];
         fprintf(stderr, "# call %d: +%" PRId64 " ms after the previous\n", i, gap);
-        assert_true(gap >= 150);
-        assert_true(gap <= 400);
+        assert_true(gap >= 150);  /* one token per 200 ms: never sooner */
+        assert_true(gap <= 1500); /* nor far slower (loose: a loaded machine) */
     }
-    assert_true(metric_value("upstream_pacing_waits_total") - waits0 >= N - 4);
+    /* the burst of 4 took no pacing wait (a slow machine may refill a
+     * token between later ones, so fewer than 6 waits is fine) */
+    long waited = metric_value("upstream_pacing_waits_total") - waits0;
+    assert_true(waited >= 1 && waited <= N - 4);
 
     /* idle again (1 s refills 5 tokens): a new job goes at once */
     usleep(1000 * 1000);
     tjob idle;
     make_email(&idle, 20, 5000);
+    long before_idle = metric_value("upstream_pacing_waits_total");
     int64_t s0 = gw_now_ms();
     gw_upstream_submit(e.u, &idle.job);
     assert_true(wait_all(&idle, 1, 3000));
     assert_int_equal(idle.job.outcome, GW_OUT_OK);
     assert_int_equal(fake_nreqs(e.f), N + 1);
     fprintf(stderr, "# idle job reached the server after %" PRId64 " ms\n", at[N] - s0);
-    assert_true(at[N] - s0 < 20);
+    /* no pacing wait: the property; the time only as a loose sanity bound */
+    assert_int_equal(metric_value("upstream_pacing_waits_total"), before_idle);
+    assert_true(at[N] - s0 < 1000);
     gw_job_clear_results(&idle.job);
     env_done(&e);
 }
@@ -1537,6 +1543,7 @@ static void test_pacing_spares_syncs(void **state)
     env_start(&e);
     enum { N = 12 };
     tjob t[N];
+    long waits0 = metric_value("upstream_pacing_waits_total");
     int64_t t0 = gw_now_ms();
     for (int i = 0; i < N; i++) {
         make_sync(&t[i], false, 5000);
@@ -1546,7 +1553,9 @@ static void test_pacing_spares_syncs(void **state)
     assert_int_equal(fake_nreqs(e.f), N);
     int64_t last = e.f->arrived_ms[N - 1] - t0;
     fprintf(stderr, "# 12 syncs reached the server within %" PRId64 " ms\n", last);
-    assert_true(last < 800);
+    /* not one pacing wait (the property); pacing would have taken 1.6 s */
+    assert_int_equal(metric_value("upstream_pacing_waits_total"), waits0);
+    assert_true(last < 1500);
     for (int i = 0; i < N; i++) {
         assert_int_equal(t[i].job.outcome, GW_OUT_OK);
         gw_job_clear_results(&t[i].job);
@@ -1564,13 +1573,17 @@ static void test_pacing_idle_no_delay(void **state)
     env_start(&e);
     tjob t;
     make_email(&t, 7, 2000);
+    long waits0 = metric_value("upstream_pacing_waits_total");
     int64_t s0 = gw_now_ms();
     gw_upstream_submit(e.u, &t.job);
     assert_true(wait_all(&t, 1, 3000));
     assert_int_equal(t.job.outcome, GW_OUT_OK);
     assert_int_equal(fake_nreqs(e.f), 1);
-    assert_true(e.f->arrived_ms[0] - s0 < 20);
-    assert_true(t.done_at - s0 < 50);
+    fprintf(stderr, "# first job reached the server after %" PRId64 " ms\n",
+            e.f->arrived_ms[0] - s0);
+    /* no pacing wait: the property; the time only as a loose sanity bound */
+    assert_int_equal(metric_value("upstream_pacing_waits_total"), waits0);
+    assert_true(t.done_at - s0 < 1000);
     gw_job_clear_results(&t.job);
     env_done(&e);
 }
