@@ -244,10 +244,15 @@ class Process:
         self._log = open(self.log_path, "ab")
         self.killed_by_test = False
         self.stopped = None
-        self.proc = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL,
-            stdout=self._log if self.stdout_to_log else subprocess.PIPE,
-            stderr=self._log, cwd=self.workdir, env=self.env)
+        try:
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL,
+                stdout=self._log if self.stdout_to_log else subprocess.PIPE,
+                stderr=self._log, cwd=self.workdir, env=self.env)
+        except OSError:
+            self._log.close()
+            self.cleanup()
+            raise
         if self.listen:
             try:
                 self.host, self.port = read_listen_line(self.proc, self.name,
