@@ -370,6 +370,9 @@ int main(int argc, char **argv)
     int sig = 0;
     while (sigwait(&sigs, &sig) != 0)
         ;
+    /* requests sleeping in an injected latency or hold end now */
+    sim_stop_waiting();
+    sim_stats_wake_all();
     result = 0;
 out:
     if (d != NULL)

@@ -1,5 +1,6 @@
 /* sim/stats.c - call counters for /_sim/stats (see stats.h). */
 #include "sim/stats.h"
+#include "sim/util.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -98,11 +99,18 @@ bool sim_stats_wait_in_flight(int n, int64_t max_ms)
     }
     pthread_mutex_lock(&S.mu);
     int rc = 0;
-    while (S.in_flight < n && rc != ETIMEDOUT)
+    while (S.in_flight < n && rc != ETIMEDOUT && !sim_stopping())
         rc = pthread_cond_timedwait(&S.entered, &S.mu, &until);
     bool reached = S.in_flight >= n;
     pthread_mutex_unlock(&S.mu);
     return reached;
+}
+
+void sim_stats_wake_all(void)
+{
+    pthread_mutex_lock(&S.mu);
+    pthread_cond_broadcast(&S.entered);
+    pthread_mutex_unlock(&S.mu);
 }
 
 void sim_stats_leave(void)

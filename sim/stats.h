@@ -36,6 +36,8 @@ void sim_stats_leave(void);
 /* Waits (holding no lock of the caller) until at least n SOAP requests are
  * in flight, at most max_ms. Returns true when they were, false on time out. */
 bool sim_stats_wait_in_flight(int n, int64_t max_ms);
+/* Wakes every sim_stats_wait_in_flight (they end when sim_stopping()). */
+void sim_stats_wake_all(void);
 /* Clears counters, times and the peak (the peak restarts at in_flight). */
 void sim_stats_reset(void);
 /* Frees the time arrays. */

@@ -4,6 +4,7 @@
 #ifndef SIM_UTIL_H
 #define SIM_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -30,7 +31,15 @@ static inline double sim_rand_unit(uint64_t *s)
     return (double)(sim_rand_next(s) >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* Sleeps ms milliseconds, resuming after signals; no-op for ms <= 0. */
+/* Sleeps ms milliseconds, resuming after signals; no-op for ms <= 0.
+ * Returns early once sim_stop_waiting() was called. */
 void sim_sleep_ms(int64_t ms);
+
+/* The process is stopping: every sim_sleep_ms (injected latency) and
+ * fault-rule hold ends at once, so SIGTERM never waits for them. */
+void sim_stop_waiting(void);
+
+/* Whether sim_stop_waiting() was called. */
+bool sim_stopping(void);
 
 #endif /* SIM_UTIL_H */

@@ -49,7 +49,12 @@ def test_no_starvation(fresh_sim, gateway_factory):
         t.join(60)
     assert in_flight > 0, "the slow lookups were supposed to overlap the fast ones"
     durations.sort()
-    assert durations[-1] < 0.05, "slowest cache hit took %.3f s" % durations[-1]
+    # A hit that waited behind a suspended lookup would take the sim's 2 s;
+    # the bound is that property, not a latency goal (bench/ measures p99:
+    # a 50 ms bound here failed on a loaded 2-core machine).
+    print("cache hits beside 50 slow lookups: p50 %.1f ms, max %.1f ms"
+          % (durations[len(durations) // 2] * 1000, durations[-1] * 1000))
+    assert durations[-1] < 1.0, "slowest cache hit took %.3f s" % durations[-1]
     assert all(code == 200 for code in results), results
 
 

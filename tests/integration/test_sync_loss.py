@@ -98,7 +98,7 @@ def test_sim_killed_with_a_batch_inside_is_maybe_applied(sim_factory, gateway_fa
         assert time.monotonic() < deadline, "the sync never reached the sim"
         time.sleep(0.02)
     time.sleep(0.3)
-    sim.proc.kill()
+    sim.kill()
     sim.proc.wait(timeout=10)
     t.join(60)
     assert "r" in box, "no answer to the sync"
