@@ -828,6 +828,9 @@ class Soak:
         problems = [p for st in stopped if st is not None for p in st.problems]
         for p in problems:
             print("  STOP PROBLEM " + p[:3000])
+        for st in stopped:
+            for w in (st.warnings if st is not None else []):
+                print("  STOP WARNING " + w)
         gw_rc, sim_rc = stopped[0].returncode, stopped[1].returncode
         san = sum(len(st.reports) for st in stopped if st is not None)
         verdicts.append(("no crash", alive and not self.crashes and not problems,
