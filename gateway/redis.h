@@ -71,6 +71,7 @@ bool gw_redis_is_up(const gw_redis *r);
 typedef struct gw_redis_conn {
     redisContext *ctx;  /* connected hiredis context, for one thread at a time */
     uint64_t gen;       /* the manager's failure generation when it connected */
+    bool reused;        /* taken from the idle pool: its server may be gone since */
 } gw_redis_conn;
 
 /* Takes a connected context for the calling thread's exclusive use, or
@@ -84,8 +85,11 @@ gw_redis_conn *gw_redis_acquire(gw_redis *r);
 void gw_redis_release(gw_redis *r, gw_redis_conn *c, bool failed);
 
 /* Runs a Lua script: EVALSHA with its SHA-1, EVAL when Redis answers
- * NOSCRIPT. keys/args: nkeys and nargs strings (args with explicit lengths
- * in arglens, NULL for NUL-terminated). Returns the reply (caller frees with
+ * NOSCRIPT. A pooled connection that the server closed while it sat idle
+ * (Redis restarted: end of file or reset at once, not a timeout) is no
+ * outage: the script is sent once more on a new connection. keys/args:
+ * nkeys and nargs strings (args with explicit lengths in arglens, NULL for
+ * NUL-terminated). Returns the reply (caller frees with
  * freeReplyObject), or NULL on an I/O failure (the backoff is started) or
  * when r is in backoff. An error reply from the script is returned as
  * such; the caller decides. */
