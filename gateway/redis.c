@@ -481,7 +481,7 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
                        char *err, size_t errlen)
 {
     gw_cache *ca = NULL;
-    gw_limiter *rl = NULL, *local = NULL, *li = NULL;
+    gw_limiter *rl = NULL, *li = NULL;
     gw_redis *r = NULL;
     int rc = -1;
     gw_limit_params p = gw_limit_params_from_config(cfg);
@@ -517,15 +517,12 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
     }
     ca = gw_cache_redis_new(r, cfg->cache_ttl_seconds, cfg->cache_negative_ttl_seconds);
     rl = gw_limiter_redis_new(r, &p, gw_redis_lease_ms(cfg));
-    gw_limit_params share = gw_limit_params_scaled(&p, cfg->rl_fallback_share);
-    local = gw_limiter_local_new(&share);
-    if (ca == NULL || rl == NULL || local == NULL) {
+    if (ca == NULL || rl == NULL) {
         snprintf(err, errlen, "cannot create the Redis cache or limiter (bad settings?)");
         goto out;
     }
-    li = gw_limiter_fallback_new(rl, local);
+    li = gw_limiter_fallback_new(rl, cfg->rl_fallback_share);
     rl = NULL; /* owned by li now (or freed by it on failure) */
-    local = NULL;
     if (li == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -538,8 +535,6 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
 out:
     if (rl)
         rl->ops->destroy(rl);
-    if (local)
-        local->ops->destroy(local);
     if (rc == 0) {
         *cache = ca;
         *limiter = li;
