@@ -330,13 +330,15 @@ static int flush_pending(redis_cache *rc)
         goto out;
     }
     if (rc->pend_purge) {
+        /* The epoch first: a lookup that read it before can no longer
+         * write back while the (not atomic) scan goes on. */
         char esc[512], pat[600];
         glob_escape(gw_redis_prefix(rc->r), esc, sizeof esc);
         snprintf(pat, sizeof pat, "%sc:*", esc);
-        if (purge_pattern(rc, pat) < 0)
+        if (run_invalidate(rc, NULL, 0, NULL, 0) < 0 || purge_pattern(rc, pat) < 0)
             goto out;
         snprintf(pat, sizeof pat, "%sid:*", esc);
-        if (purge_pattern(rc, pat) < 0 || run_invalidate(rc, NULL, 0, NULL, 0) < 0)
+        if (purge_pattern(rc, pat) < 0)
             goto out;
     } else if (run_invalidate(rc, rc->pend_hashes.v, rc->pend_hashes.n, rc->pend_idsets.v,
                               rc->pend_idsets.n) < 0) {
