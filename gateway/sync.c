@@ -17,10 +17,17 @@
  * every key the sync may have changed are invalidated (e-mails, ids given
  * and returned, and the values of the key-mapping attributes sent), which
  * also advances the cache epoch so that a lookup in flight cannot write
- * pre-sync data back.
+ * pre-sync data back. A sync answers only once the invalidation is
+ * confirmed: when the shared cache (Redis) did not take it, the cache keeps
+ * it and replays it in the background, and the request waits (suspended)
+ * until it landed, at most redis.invalidation_wait_ms and never past its
+ * deadline. The answer says which: X-Cache-Invalidation: confirmed, or
+ * pending (and "cache_invalidation": "pending" in the body) when other
+ * replicas may still serve the pre-sync entries until the replay lands.
  */
 #include "gateway/server.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,6 +52,7 @@ typedef struct sy_state {
     size_t batch;             /* leads per batch */
     gw_job *jobs;             /* one per batch (owned) */
     size_t njobs;             /* entries in jobs */
+    atomic_bool cache_pending; /* the invalidation was not confirmed before the reply */
 } sy_state;
 
 /* Frees a sy_state and everything it owns (called by the server). */
@@ -102,15 +110,23 @@ static void add_key(gw_cache_key *keys, char **vals, size_t *n, soap_key_type t,
     (*n)++;
 }
 
+/* How a sync's cache invalidation went. */
+typedef enum sy_inval {
+    SY_INVAL_CONFIRMED = 0, /* the cache took it (or there is no cache) */
+    SY_INVAL_KEPT,          /* not taken: the cache keeps it for a replay */
+    SY_INVAL_NOT_DONE,      /* could not even be built (no memory) */
+} sy_inval;
+
 /* Invalidates the cache for everything this sync may have changed: e-mail
  * and id keys of the input, ids Marketo returned, and the values of the
  * key-mapping attributes sent (Cookies, LeadOwnerEmail, SFDC ids), so that
  * no entry, negative ones included, survives the sync. */
-static void invalidate_cache(gw_req *r, sy_state *st)
+static sy_inval invalidate_cache(gw_req *r, sy_state *st)
 {
     gw_cache *cache = gw_req_app(r)->cache;
+    sy_inval result = SY_INVAL_NOT_DONE;
     if (!cache)
-        return;
+        return SY_INVAL_CONFIRMED;
     size_t nl = st->req.nleads;
     size_t nmap = 0;
     for (size_t i = 0; i < nl; i++)
@@ -163,10 +179,14 @@ static void invalidate_cache(gw_req *r, sy_state *st)
             ids[ni++] = lid;
         }
     }
-    if (cache->ops->invalidate(cache, keys, nk, ids, ni) != 0)
-        GW_LOG(GW_LOG_ERROR, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
-                                       "keys", (json_int_t)nk, "ids", (json_int_t)ni),
-               "cache invalidation after a sync failed");
+    if (cache->ops->invalidate(cache, keys, nk, ids, ni) == 0) {
+        result = SY_INVAL_CONFIRMED;
+    } else {
+        result = SY_INVAL_KEPT;
+        GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
+                                      "keys", (json_int_t)nk, "ids", (json_int_t)ni),
+               "cache invalidation after a sync not confirmed; kept for a replay");
+    }
 out:
     if (vals)
         for (size_t i = 0; i < nk; i++)
@@ -174,6 +194,7 @@ out:
     free(vals);
     free(keys);
     free(ids);
+    return result;
 }
 
 /* One result object for lead index idx of batch job j, position k. */
@@ -235,17 +256,96 @@ static json_t *result_for(size_t idx, const soap_lead *in, const gw_job *j, size
     return res;
 }
 
-/* Runs on an HTTP thread once every batch has ended: invalidates, then
- * replies with one result per input lead. */
-static void sync_on_resume(gw_req *r)
+/* Replies 200 with one result per input lead, and whether the cache
+ * invalidation was confirmed (on an HTTP thread, directly or on resume). */
+static void sync_reply(gw_req *r)
 {
     sy_state *st = gw_req_state(r);
     size_t created = 0, updated = 0, failed = 0, not_sent = 0;
+    bool pending = atomic_load(&st->cache_pending);
+    json_t *results = NULL;
+    json_t *body = NULL;
+
+    results = json_array();
+    if (!results)
+        goto oom;
+    for (size_t i = 0; i < st->req.nleads; i++) {
+        size_t b = i / st->batch;
+        size_t k = i % st->batch;
+        json_t *res = result_for(i, &st->req.leads[i], &st->jobs[b], k, &created, &updated,
+                                 &failed, &not_sent);
+        if (!res || json_array_append_new(results, res) != 0)
+            goto oom;
+    }
+    body = json_pack("{s:o, s:I, s:I, s:I, s:I}", "results", results,
+                     "created", (json_int_t)created, "updated", (json_int_t)updated,
+                     "failed", (json_int_t)failed, "not_sent", (json_int_t)not_sent);
+    results = NULL;
+    if (!body)
+        goto oom;
+    if (pending && json_object_set_new(body, "cache_invalidation", json_string("pending")) != 0) {
+        json_decref(body);
+        goto oom;
+    }
+    GW_LOG(pending ? GW_LOG_WARN : GW_LOG_INFO,
+           json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "request_id", gw_req_id(r),
+                     "leads", (json_int_t)st->req.nleads, "created", (json_int_t)created,
+                     "updated", (json_int_t)updated, "failed", (json_int_t)failed, "not_sent",
+                     (json_int_t)not_sent, "cache_invalidation", pending ? "pending" : "confirmed"),
+           "sync finished");
+    gw_req_add_header(r, "X-Cache-Invalidation", pending ? "pending" : "confirmed");
+    gw_req_reply_json(r, 200, body);
+    return;
+oom:
+    json_decref(results);
+    gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+}
+
+/* The cache's answer to await_invalidations (a cache thread): resumes the
+ * request, whose sync_reply then says whether the invalidation landed. */
+static void sync_settled(void *arg, bool confirmed)
+{
+    sy_state *st = arg;
+    atomic_store(&st->cache_pending, !confirmed);
+    gw_req_resume(st->waiter.req);
+}
+
+/* The invalidation was not confirmed: keeps the request suspended until the
+ * cache's replay lands, at most redis.invalidation_wait_ms and never past
+ * the request's deadline; sync_reply runs then. When the cache cannot wait
+ * (or there is no time left) the reply goes at once, marked pending. */
+static void await_invalidation(gw_req *r, sy_state *st)
+{
+    gw_app *app = gw_req_app(r);
+    gw_cache *cache = app->cache;
+    int64_t now = gw_now_ms();
+    int64_t deadline = gw_req_start_ms(r) + app->cfg->request_timeout_ms;
+    int64_t wait = app->cfg->redis_invalidation_wait_ms;
+    if (now + wait < deadline)
+        deadline = now + wait;
+    atomic_store(&st->cache_pending, true);
+    if (cache->ops->await_invalidations == NULL || deadline <= now) {
+        sync_reply(r);
+        return;
+    }
+    st->waiter.req = r;
+    gw_req_suspend(r, sync_reply);
+    int rc = cache->ops->await_invalidations(cache, deadline, sync_settled, st);
+    if (rc == 0)
+        return; /* sync_settled resumes it */
+    atomic_store(&st->cache_pending, rc != 1);
+    gw_req_resume(r); /* nothing to wait for, or cannot wait: sync_reply runs at once */
+}
+
+/* Runs on an HTTP thread once every batch has ended: invalidates, then
+ * replies with one result per input lead (after waiting for a kept
+ * invalidation, see await_invalidation). */
+static void sync_on_resume(gw_req *r)
+{
+    sy_state *st = gw_req_state(r);
     int calls = 0;
     bool all_refused = true;
     const gw_job *first_refused = NULL;
-    json_t *results = NULL;
-    json_t *body = NULL;
 
     for (size_t b = 0; b < st->njobs; b++) {
         const gw_job *j = &st->jobs[b];
@@ -264,39 +364,20 @@ static void sync_on_resume(gw_req *r)
                    j->sync.nstatuses, j->nsync);
     }
     gw_req_note_upstream(r, calls);
-    invalidate_cache(r, st);
+    sy_inval inval = invalidate_cache(r, st);
 
     if (all_refused && first_refused) {
+        /* nothing reached Marketo: nothing the cache holds went stale */
         gw_req_reply_job_error(r, first_refused);
         return;
     }
-    results = json_array();
-    if (!results)
-        goto oom;
-    for (size_t i = 0; i < st->req.nleads; i++) {
-        size_t b = i / st->batch;
-        size_t k = i % st->batch;
-        json_t *res = result_for(i, &st->req.leads[i], &st->jobs[b], k, &created, &updated,
-                                 &failed, &not_sent);
-        if (!res || json_array_append_new(results, res) != 0)
-            goto oom;
+    if (inval == SY_INVAL_KEPT) {
+        await_invalidation(r, st);
+        return;
     }
-    body = json_pack("{s:o, s:I, s:I, s:I, s:I}", "results", results,
-                     "created", (json_int_t)created, "updated", (json_int_t)updated,
-                     "failed", (json_int_t)failed, "not_sent", (json_int_t)not_sent);
-    results = NULL;
-    if (!body)
-        goto oom;
-    GW_LOG(GW_LOG_INFO, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "request_id", gw_req_id(r),
-                                  "leads", (json_int_t)st->req.nleads, "created",
-                                  (json_int_t)created, "updated", (json_int_t)updated, "failed",
-                                  (json_int_t)failed, "not_sent", (json_int_t)not_sent),
-           "sync finished");
-    gw_req_reply_json(r, 200, body);
-    return;
-oom:
-    json_decref(results);
-    gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
+    /* confirmed, or not even built (no memory: nothing kept to wait for) */
+    atomic_store(&st->cache_pending, inval != SY_INVAL_CONFIRMED);
+    sync_reply(r);
 }
 
 void gw_handle_sync(gw_req *r)
