@@ -122,6 +122,7 @@ static const key_def keys[] = {
           "must be at most 64 printable characters without spaces"),
     K_INT("redis", "connect_timeout_ms", redis_connect_timeout_ms, "500", 1, 60000),
     K_INT("redis", "command_timeout_ms", redis_command_timeout_ms, "500", 1, 60000),
+    K_INT("redis", "invalidation_wait_ms", redis_invalidation_wait_ms, "5000", 0, 600000),
 
     K_INT("cache", "ttl_seconds", cache_ttl_seconds, "300", 1, 7 * 86400),
     K_INT("cache", "negative_ttl_seconds", cache_negative_ttl_seconds, "30", 1, 86400),

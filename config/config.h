@@ -62,6 +62,7 @@ typedef struct gw_config {
     char *redis_key_prefix;       /* prefix of every key ("mktgw:") */
     int64_t redis_connect_timeout_ms; /* (500) */
     int64_t redis_command_timeout_ms; /* (500) */
+    int64_t redis_invalidation_wait_ms; /* longest a sync waits for its cache invalidation (5000) */
 
     /* [cache] */
     int64_t cache_ttl_seconds;          /* positive entries (300) */

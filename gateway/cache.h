@@ -11,6 +11,9 @@
  * advances the epoch. get_many() reports the epoch it read; put_many() with
  * that epoch stores nothing if any invalidation happened in between, so a
  * lookup that was in flight during a sync cannot write pre-sync data back.
+ * A shared backend may fail to take an invalidation (Redis stalled): it is
+ * then kept and replayed, and await_invalidations() lets the sync wait for
+ * it before answering.
  *
  * Key values are compared byte for byte: callers normalise first
  * (gw_cache_normalize). Thread safety: every function may be called from any
@@ -26,6 +29,10 @@
 #include "soap/soap.h"
 
 typedef struct gw_cache gw_cache;
+
+/* Told once whether the invalidations a caller waited for reached the
+ * backend (confirmed) or not before its deadline. */
+typedef void (*gw_cache_settled_fn)(void *arg, bool confirmed);
 
 /* One entry to store. */
 typedef struct gw_cache_put {
@@ -54,9 +61,24 @@ typedef struct gw_cache_ops {
     int (*put_many)(gw_cache *c, soap_key_type t, const char *fieldset,
                     const gw_cache_put *items, size_t n, uint64_t epoch);
     /* Drops every variant of the keys and every entry holding one of ids;
-     * advances the epoch (even with nothing to drop). Returns 0 or -1. */
+     * advances the epoch (even with nothing to drop). Returns 0, or -1 when
+     * the backend did not confirm it: the invalidation is then kept and
+     * replayed in the background, and this replica serves no hit until it
+     * landed (await_invalidations tells when). */
     int (*invalidate)(gw_cache *c, const gw_cache_key *keys, size_t nkeys,
                       const int64_t *ids, size_t nids);
+    /* Calls fn(arg, confirmed) once, from a thread of the cache: as soon as
+     * no invalidation of this replica is still waiting to reach the backend
+     * (confirmed true), or at deadline_ms (monotonic ms, gw_now_ms's clock)
+     * if one still is (false). Returns 0 when fn will be called, 1 when
+     * nothing waits now (fn is not called), -1 when it cannot wait (no
+     * memory, shutting down; fn is not called). NULL in backends whose
+     * invalidations cannot fail (in process). */
+    int (*await_invalidations)(gw_cache *c, int64_t deadline_ms, gw_cache_settled_fn fn,
+                               void *arg);
+    /* Ends every wait now (each fn gets false) and refuses new ones: for
+     * shutdown, before the HTTP server stops. NULL: nothing to end. */
+    void (*stop_waits)(gw_cache *c);
     /* Frees the cache. */
     void (*destroy)(gw_cache *c);
 } gw_cache_ops;

@@ -14,8 +14,9 @@
  * Shutdown on the first SIGTERM/SIGINT: readyz turns 503 at once (draining),
  * the listening socket closes, requests in progress get up to
  * gateway.drain_timeout_ms to finish (a second signal cuts the wait short),
- * then the upstream engine ends what is left (SHUTDOWN/TIMEOUT answers), the
- * daemon stops and everything is freed. Exit 0; non-zero only when start-up
+ * then the upstream engine ends what is left (SHUTDOWN/TIMEOUT answers) and
+ * syncs waiting for the cache get their answer, the daemon stops and
+ * everything is freed. Exit 0; non-zero only when start-up
  * fails.
  */
 #include <errno.h>
@@ -298,6 +299,10 @@ int main(int argc, char **argv)
     bool patient = wait_idle(srv, deadline - settle, &set);
     if (app.upstream != NULL)
         gw_upstream_shutdown(app.upstream, gw_now_ms());
+    /* Syncs still waiting for Redis to take their invalidation answer now
+     * (X-Cache-Invalidation: pending): none may outlive the server. */
+    if (app.cache != NULL && app.cache->ops->stop_waits != NULL)
+        app.cache->ops->stop_waits(app.cache);
     if (patient)
         wait_idle(srv, deadline, &set);
     size_t left = gw_server_active(srv);

@@ -1,8 +1,9 @@
 /* gateway/ratelimit.h - the outbound budget: rolling window, concurrency, daily quota.
  *
  * One interface, several backends: the in-process limiter here (the embedded
- * default and the fallback while Redis is down) and the Redis limiter
- * (gateway/redis_limiter.c, a later issue) shared by every replica.
+ * default, one process alone) and, in gateway/redis_limiter.c, the Redis
+ * limiter shared by every replica with its fallback (this replica's share of
+ * what the budget has left while Redis does not answer).
  *
  * Rules (Marketo's, per instance): at most calls_per_window calls in any
  * rolling window_ms, at most max_concurrent in flight, at most daily_quota
@@ -62,7 +63,7 @@ struct gw_limiter {
 gw_limiter *gw_limiter_local_new(const gw_limit_params *p);
 
 /* A share of a budget, for a replica that must not spend the whole of it
- * (the Redis fallback: each replica keeps 1/N). Each limit becomes
+ * (the Redis fallback: each replica keeps 1/N of what is left). Each limit becomes
  * floor(limit * share) but at least 1; window_ms is kept; a daily_quota of 0
  * (unlimited) stays 0. share is clamped to (0, 1]. */
 gw_limit_params gw_limit_params_scaled(const gw_limit_params *p, double share);

@@ -273,6 +273,7 @@ gw_redis_conn *gw_redis_acquire(gw_redis *r)
     if (r->nidle > 0) {
         gw_redis_conn *c = r->idle[--r->nidle];
         pthread_mutex_unlock(&r->mu);
+        c->reused = true;
         return c;
     }
     if (r->backoff_ms > 0) {
@@ -346,6 +347,32 @@ void gw_redis_release(gw_redis *r, gw_redis_conn *c, bool failed)
         set_health(r, HEALTH_UP, NULL);
 }
 
+/* Whether a command failed because the server had closed this pooled
+ * connection before we used it (a restart): end of file, or a reset or a
+ * broken pipe at once; a timeout is not that. */
+static bool stale_connection(const gw_redis_conn *c)
+{
+    if (!c->reused || c->ctx == NULL)
+        return false;
+    if (c->ctx->err == REDIS_ERR_EOF)
+        return true;
+    if (c->ctx->err != REDIS_ERR_IO)
+        return false;
+    char buf[128];
+    return strcmp(c->ctx->errstr, strerror_r(ECONNRESET, buf, sizeof buf)) == 0 ||
+           strcmp(c->ctx->errstr, strerror_r(EPIPE, buf, sizeof buf)) == 0;
+}
+
+/* Frees a stale pooled connection and the other idle ones (they talked to
+ * the same server), without starting a backoff. */
+static void discard_stale(gw_redis *r, gw_redis_conn *c)
+{
+    pthread_mutex_lock(&r->mu);
+    conn_free(c);
+    drop_idle_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
 /* Lower-case hex SHA-1 of a script (EVALSHA's name for it). */
 static int script_sha(const char *script, char out[41])
 {
@@ -406,6 +433,12 @@ redisReply *gw_redis_script(gw_redis *r, const char *script, const char *const *
     if (c == NULL)
         goto out;
     rep = redisCommandArgv(c->ctx, (int)argc, argv, lens);
+    if (rep == NULL && stale_connection(c)) {
+        discard_stale(r, c);
+        if ((c = gw_redis_acquire(r)) == NULL)
+            goto out;
+        rep = redisCommandArgv(c->ctx, (int)argc, argv, lens);
+    }
     if (rep && rep->type == REDIS_REPLY_ERROR && rep->str && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
         freeReplyObject(rep);
         argv[0] = "EVAL";
@@ -448,7 +481,7 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
                        char *err, size_t errlen)
 {
     gw_cache *ca = NULL;
-    gw_limiter *rl = NULL, *local = NULL, *li = NULL;
+    gw_limiter *rl = NULL, *li = NULL;
     gw_redis *r = NULL;
     int rc = -1;
     gw_limit_params p = gw_limit_params_from_config(cfg);
@@ -484,15 +517,12 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
     }
     ca = gw_cache_redis_new(r, cfg->cache_ttl_seconds, cfg->cache_negative_ttl_seconds);
     rl = gw_limiter_redis_new(r, &p, gw_redis_lease_ms(cfg));
-    gw_limit_params share = gw_limit_params_scaled(&p, cfg->rl_fallback_share);
-    local = gw_limiter_local_new(&share);
-    if (ca == NULL || rl == NULL || local == NULL) {
+    if (ca == NULL || rl == NULL) {
         snprintf(err, errlen, "cannot create the Redis cache or limiter (bad settings?)");
         goto out;
     }
-    li = gw_limiter_fallback_new(rl, local);
+    li = gw_limiter_fallback_new(rl, cfg->rl_fallback_share);
     rl = NULL; /* owned by li now (or freed by it on failure) */
-    local = NULL;
     if (li == NULL) {
         snprintf(err, errlen, "out of memory");
         goto out;
@@ -505,8 +535,6 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
 out:
     if (rl)
         rl->ops->destroy(rl);
-    if (local)
-        local->ops->destroy(local);
     if (rc == 0) {
         *cache = ca;
         *limiter = li;

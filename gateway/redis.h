@@ -12,9 +12,9 @@
  *
  * On top of it: the Redis cache (gw_cache_ops, redis_cache.c), the Redis
  * limiter (gw_limiter_ops, redis_limiter.c), and the fallback limiter that
- * uses the Redis one while Redis answers and an in-process share of the
- * budget while it does not. gw_backends_create() picks and builds them from
- * the settings; main.c calls it once at start.
+ * uses the Redis one while Redis answers and this replica's share of what
+ * the budget has left while it does not. gw_backends_create() picks and
+ * builds them from the settings; main.c calls it once at start.
  *
  * Metrics: redis_up (gauge 1/0), redis_errors_total (I/O and protocol
  * errors), cache_redis_errors_total (cache calls that failed: the caller
@@ -71,6 +71,7 @@ bool gw_redis_is_up(const gw_redis *r);
 typedef struct gw_redis_conn {
     redisContext *ctx;  /* connected hiredis context, for one thread at a time */
     uint64_t gen;       /* the manager's failure generation when it connected */
+    bool reused;        /* taken from the idle pool: its server may be gone since */
 } gw_redis_conn;
 
 /* Takes a connected context for the calling thread's exclusive use, or
@@ -84,8 +85,11 @@ gw_redis_conn *gw_redis_acquire(gw_redis *r);
 void gw_redis_release(gw_redis *r, gw_redis_conn *c, bool failed);
 
 /* Runs a Lua script: EVALSHA with its SHA-1, EVAL when Redis answers
- * NOSCRIPT. keys/args: nkeys and nargs strings (args with explicit lengths
- * in arglens, NULL for NUL-terminated). Returns the reply (caller frees with
+ * NOSCRIPT. A pooled connection that the server closed while it sat idle
+ * (Redis restarted: end of file or reset at once, not a timeout) is no
+ * outage: the script is sent once more on a new connection. keys/args:
+ * nkeys and nargs strings (args with explicit lengths in arglens, NULL for
+ * NUL-terminated). Returns the reply (caller frees with
  * freeReplyObject), or NULL on an I/O failure (the backoff is started) or
  * when r is in backoff. An error reply from the script is returned as
  * such; the caller decides. */
@@ -108,12 +112,16 @@ gw_cache *gw_cache_redis_new(gw_redis *r, int64_t ttl_s, int64_t negative_ttl_s)
  * NULL on bad params or no memory. */
 gw_limiter *gw_limiter_redis_new(gw_redis *r, const gw_limit_params *p, int64_t lease_ms);
 
-/* The fallback limiter: asks redis_limiter first and, when that answers
- * GW_LIMIT_ERROR, the in-process local_limiter (meant to hold this
- * replica's share of the budget). Slots go back to the limiter that granted
- * them. Takes ownership of both (destroyed with it, also on failure).
- * Returns NULL on no memory. */
-gw_limiter *gw_limiter_fallback_new(gw_limiter *redis_limiter, gw_limiter *local_limiter);
+/* The fallback limiter: asks shared (made by gw_limiter_redis_new) first
+ * and, while Redis does not answer, grants from this replica's share
+ * (share, clamped to (0, 1]) of what the budget has left, counting the
+ * calls this replica made through Redis and what Redis last said the other
+ * replicas had spent; when Redis answers again (or shows it lost its data)
+ * it is told this replica's calls it did not count before anything else.
+ * Details at the top of redis_limiter.c. Takes ownership of shared
+ * (destroyed with it, also on failure). Returns NULL when shared is not a
+ * Redis limiter, or on no memory. */
+gw_limiter *gw_limiter_fallback_new(gw_limiter *shared, double share);
 
 /* Whether the last acquire of a fallback limiter was answered by its local
  * share (false for other limiters). For tests and logs. */
@@ -127,7 +135,7 @@ int64_t gw_redis_lease_ms(const gw_config *cfg);
 
 /* Builds the cache and the limiter from the settings. redis_url empty: the
  * in-process cache and limiter. Otherwise the Redis cache and the fallback
- * limiter (Redis, then rl_fallback_share of the budget in process). Redis
+ * limiter (Redis, then rl_fallback_share of what the budget has left). Redis
  * need not be up at start: both backends reconnect by themselves. Returns 0,
  * or -1 with a message in err (no secret in it) and nothing allocated.
  * Destroy with (*cache)->ops->destroy and (*limiter)->ops->destroy. */

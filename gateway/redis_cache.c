@@ -22,7 +22,14 @@
  * When an invalidation cannot reach Redis, it is kept here (bounded; past
  * the bound a full purge of the cache keys is scheduled instead) and
  * replayed before any other operation of this replica; until then every
- * read of this replica bypasses the cache.
+ * read of this replica bypasses the cache. The replay does not wait for
+ * this replica's next request: a thread of the cache (the replayer) tries
+ * every REPLAY_TICK_MS while something is kept (through the connection
+ * manager's backoff, so a dead Redis costs nothing), and tells the syncs
+ * waiting on it (await_invalidations) once it landed or at their deadline.
+ * Until the replay lands, the other replicas can still read the entries it
+ * drops: a sync therefore waits for it before answering, and says so when
+ * it could not (gateway/sync.c).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -40,6 +47,8 @@
 
 /* Pending invalidation keys kept while Redis is down, before a full purge instead. */
 #define PENDING_MAX 10000
+/* How often the replayer tries kept invalidations and checks deadlines, ms. */
+#define REPLAY_TICK_MS 50
 /* Extra life of the id sets beyond the cache TTL, seconds. */
 #define ID_SET_EXTRA_S 60
 
@@ -50,17 +59,35 @@ typedef struct strlist {
     size_t cap;    /* allocated */
 } strlist;
 
+/* A caller waiting for the kept invalidations to land. */
+typedef struct waiter {
+    int64_t deadline_ms;      /* monotonic ms: told false then */
+    gw_cache_settled_fn fn;   /* told once */
+    void *arg;                /* fn's argument */
+    bool confirmed;           /* what fn is told (set when settled) */
+    struct waiter *next;      /* next in the list */
+} waiter;
+
 /* The Redis cache. */
 typedef struct redis_cache {
     gw_cache base;          /* ops; must stay first */
     gw_redis *r;            /* connection manager (one reference) */
     int64_t ttl_s;          /* positive entries */
     int64_t neg_ttl_s;      /* "[]" entries */
-    pthread_mutex_t mu;     /* guards the pending fields below */
+    pthread_mutex_t mu;     /* guards the pending fields below; taken before wmu */
     strlist pend_hashes;    /* hash keys to DEL once Redis answers */
     strlist pend_idsets;    /* id set keys to expand and DEL once Redis answers */
     bool pend_purge;        /* too many pending: purge every cache key instead */
     _Atomic bool pending;   /* any of the three above is set */
+    pthread_mutex_t wmu;    /* guards the waiters and the flags below */
+    pthread_cond_t wcv;     /* wakes the replayer (monotonic clock) */
+    waiter *waiters;        /* callers of await_invalidations not told yet */
+    bool telling;           /* the replayer is calling settled waiters (without wmu) */
+    pthread_cond_t told_cv; /* signalled when it is done with them */
+    bool no_waits;          /* stop_waits done: no new waiter */
+    bool stopping;          /* destroy: the replayer ends */
+    pthread_t replayer;     /* the replay thread */
+    bool replayer_on;       /* replayer started (destroy joins it) */
 } redis_cache;
 
 /* ---- scripts ---------------------------------------------------------------- */
@@ -123,6 +150,21 @@ static const char INVALIDATE_SCRIPT[] =
     "return redis.call('INCR', KEYS[1])\n";
 
 /* ---- helpers ---------------------------------------------------------------- */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wakes the replayer (something was kept, landed, or a waiter came). */
+static void wake_replayer(redis_cache *rc)
+{
+    pthread_mutex_lock(&rc->wmu);
+    pthread_cond_signal(&rc->wcv);
+    pthread_mutex_unlock(&rc->wmu);
+}
 
 /* Concatenates up to three strings into a new one (NULL parts are empty). */
 static char *cat3(const char *a, const char *b, const char *c)
@@ -330,13 +372,15 @@ static int flush_pending(redis_cache *rc)
         goto out;
     }
     if (rc->pend_purge) {
+        /* The epoch first: a lookup that read it before can no longer
+         * write back while the (not atomic) scan goes on. */
         char esc[512], pat[600];
         glob_escape(gw_redis_prefix(rc->r), esc, sizeof esc);
         snprintf(pat, sizeof pat, "%sc:*", esc);
-        if (purge_pattern(rc, pat) < 0)
+        if (run_invalidate(rc, NULL, 0, NULL, 0) < 0 || purge_pattern(rc, pat) < 0)
             goto out;
         snprintf(pat, sizeof pat, "%sid:*", esc);
-        if (purge_pattern(rc, pat) < 0 || run_invalidate(rc, NULL, 0, NULL, 0) < 0)
+        if (purge_pattern(rc, pat) < 0)
             goto out;
     } else if (run_invalidate(rc, rc->pend_hashes.v, rc->pend_hashes.n, rc->pend_idsets.v,
                               rc->pend_idsets.n) < 0) {
@@ -350,6 +394,8 @@ static int flush_pending(redis_cache *rc)
     ret = 0;
 out:
     pthread_mutex_unlock(&rc->mu);
+    if (ret == 0)
+        wake_replayer(rc); /* tells the waiters */
     return ret;
 }
 
@@ -373,8 +419,84 @@ static void keep_pending(redis_cache *rc, char **hashes, size_t nh, char **idset
     }
     atomic_store(&rc->pending, true);
     pthread_mutex_unlock(&rc->mu);
+    wake_replayer(rc);
     GW_LOG(GW_LOG_WARN, NULL, "redis cache: invalidation kept until Redis answers; the cache is "
                               "bypassed until then");
+}
+
+/* Tells every waiter whose question is answered: all of them when nothing
+ * is kept any more (confirmed), those past their deadline otherwise. Moves
+ * them to *done (called by the caller without wmu). Call with wmu held. */
+static void settle_waiters_locked(redis_cache *rc, int64_t now, waiter **done)
+{
+    bool landed = !atomic_load(&rc->pending);
+    waiter **pp = &rc->waiters;
+    while (*pp != NULL) {
+        waiter *w = *pp;
+        if (landed || now >= w->deadline_ms) {
+            w->confirmed = landed;
+            *pp = w->next;
+            w->next = *done;
+            *done = w;
+        } else {
+            pp = &w->next;
+        }
+    }
+}
+
+/* Calls and frees settled waiters (all told false with force_false). */
+static void tell_waiters(waiter *done, bool force_false)
+{
+    while (done != NULL) {
+        waiter *w = done;
+        done = w->next;
+        w->fn(w->arg, w->confirmed && !force_false);
+        free(w);
+    }
+}
+
+/* The replayer: while invalidations are kept or callers wait, tries the
+ * replay every REPLAY_TICK_MS and settles the waiters; sleeps otherwise. */
+static void *replayer_main(void *arg)
+{
+    redis_cache *rc = arg;
+    pthread_mutex_lock(&rc->wmu);
+    while (!rc->stopping) {
+        if (!atomic_load(&rc->pending) && rc->waiters == NULL) {
+            pthread_cond_wait(&rc->wcv, &rc->wmu);
+            continue;
+        }
+        pthread_mutex_unlock(&rc->wmu);
+        if (atomic_load(&rc->pending))
+            flush_pending(rc);
+        pthread_mutex_lock(&rc->wmu);
+        waiter *done = NULL;
+        int64_t now = mono_ms();
+        settle_waiters_locked(rc, now, &done);
+        if (done != NULL) {
+            rc->telling = true;
+            pthread_mutex_unlock(&rc->wmu);
+            tell_waiters(done, false);
+            pthread_mutex_lock(&rc->wmu);
+            rc->telling = false;
+            pthread_cond_broadcast(&rc->told_cv);
+            continue;
+        }
+        if (rc->stopping)
+            break;
+        int64_t next = now + REPLAY_TICK_MS;
+        for (const waiter *w = rc->waiters; w != NULL; w = w->next)
+            if (w->deadline_ms < next)
+                next = w->deadline_ms;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = (int64_t)ts.tv_nsec + (next - now) * 1000000;
+        ts.tv_sec += (time_t)(ns / 1000000000);
+        ts.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&rc->wcv, &rc->wmu, &ts);
+    }
+    pthread_mutex_unlock(&rc->wmu);
+    return NULL;
 }
 
 /* ---- gw_cache_ops ----------------------------------------------------------- */
@@ -539,13 +661,73 @@ out:
     return ret < 0 ? failed() : 0;
 }
 
+static int rc_await(gw_cache *c, int64_t deadline_ms, gw_cache_settled_fn fn, void *arg)
+{
+    redis_cache *rc = (redis_cache *)c;
+    if (fn == NULL)
+        return -1;
+    pthread_mutex_lock(&rc->wmu);
+    int ret = -1;
+    if (rc->no_waits || rc->stopping || !rc->replayer_on)
+        goto out;
+    ret = 1;
+    if (!atomic_load(&rc->pending))
+        goto out;
+    ret = -1;
+    waiter *w = calloc(1, sizeof *w);
+    if (w == NULL)
+        goto out;
+    w->deadline_ms = deadline_ms;
+    w->fn = fn;
+    w->arg = arg;
+    w->next = rc->waiters;
+    rc->waiters = w;
+    pthread_cond_signal(&rc->wcv);
+    ret = 0;
+out:
+    pthread_mutex_unlock(&rc->wmu);
+    return ret;
+}
+
+/* Ends the waits; returns once no waiter is being told any more either,
+ * so that no request is resumed after it (the server may stop next). */
+static void rc_stop_waits(gw_cache *c)
+{
+    redis_cache *rc = (redis_cache *)c;
+    pthread_mutex_lock(&rc->wmu);
+    rc->no_waits = true;
+    waiter *done = rc->waiters;
+    rc->waiters = NULL;
+    while (rc->telling)
+        pthread_cond_wait(&rc->told_cv, &rc->wmu);
+    pthread_mutex_unlock(&rc->wmu);
+    tell_waiters(done, true);
+}
+
+/* Frees the cache; waiters not told yet are dropped untold (call
+ * stop_waits first). Copes with a half-built one (gw_cache_redis_new). */
 static void rc_destroy(gw_cache *c)
 {
     redis_cache *rc = (redis_cache *)c;
     if (rc == NULL)
         return;
+    if (rc->replayer_on) {
+        pthread_mutex_lock(&rc->wmu);
+        rc->stopping = true;
+        pthread_cond_signal(&rc->wcv);
+        pthread_mutex_unlock(&rc->wmu);
+        pthread_join(rc->replayer, NULL);
+    }
+    while (rc->waiters != NULL) {
+        waiter *w = rc->waiters;
+        rc->waiters = w->next;
+        free(w);
+    }
     strlist_clear(&rc->pend_hashes);
     strlist_clear(&rc->pend_idsets);
+    pthread_cond_destroy(&rc->told_cv);
+    pthread_cond_destroy(&rc->wcv);
+    pthread_mutex_destroy(&rc->wmu);
     pthread_mutex_destroy(&rc->mu);
     gw_redis_unref(rc->r);
     free(rc);
@@ -556,6 +738,8 @@ static const gw_cache_ops redis_cache_ops = {
     .get_many = rc_get_many,
     .put_many = rc_put_many,
     .invalidate = rc_invalidate,
+    .await_invalidations = rc_await,
+    .stop_waits = rc_stop_waits,
     .destroy = rc_destroy,
 };
 
@@ -566,7 +750,22 @@ gw_cache *gw_cache_redis_new(gw_redis *r, int64_t ttl_s, int64_t negative_ttl_s)
     redis_cache *rc = calloc(1, sizeof *rc);
     if (rc == NULL)
         return NULL;
-    if (pthread_mutex_init(&rc->mu, NULL) != 0) {
+    pthread_condattr_t ca;
+    bool ca_ok = pthread_condattr_init(&ca) == 0;
+    bool ok = ca_ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
+    bool mu_ok = ok && pthread_mutex_init(&rc->mu, NULL) == 0;
+    bool wmu_ok = mu_ok && pthread_mutex_init(&rc->wmu, NULL) == 0;
+    bool cv_ok = wmu_ok && pthread_cond_init(&rc->wcv, &ca) == 0;
+    bool told_ok = cv_ok && pthread_cond_init(&rc->told_cv, NULL) == 0;
+    if (ca_ok)
+        pthread_condattr_destroy(&ca);
+    if (!told_ok) {
+        if (cv_ok)
+            pthread_cond_destroy(&rc->wcv);
+        if (wmu_ok)
+            pthread_mutex_destroy(&rc->wmu);
+        if (mu_ok)
+            pthread_mutex_destroy(&rc->mu);
         free(rc);
         return NULL;
     }
@@ -575,5 +774,11 @@ gw_cache *gw_cache_redis_new(gw_redis *r, int64_t ttl_s, int64_t negative_ttl_s)
     rc->ttl_s = ttl_s;
     rc->neg_ttl_s = negative_ttl_s;
     atomic_init(&rc->pending, false);
+    rc->replayer_on = true;
+    if (pthread_create(&rc->replayer, NULL, replayer_main, rc) != 0) {
+        rc->replayer_on = false;
+        rc_destroy(&rc->base);
+        return NULL;
+    }
     return &rc->base;
 }

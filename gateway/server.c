@@ -83,7 +83,7 @@
 #define GW_CONN_MEMORY_LIMIT (32u << 10)
 #define GW_PROBLEM_URN "urn:marketo-gateway:problem:"
 #define GW_CORS_ALLOW_HEADERS "Authorization, X-API-Key, Content-Type, X-Request-ID, Cache-Control"
-#define GW_CORS_EXPOSE_HEADERS "X-Request-ID, X-Cache, Retry-After"
+#define GW_CORS_EXPOSE_HEADERS "X-Request-ID, X-Cache, X-Cache-Invalidation, Retry-After"
 #define GW_CORS_MAX_AGE "600"
 
 /* One entry of the route table. */

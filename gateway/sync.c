@@ -27,11 +27,18 @@
  * cache entries of every key the wave may have changed are invalidated (e-mails, ids given
  * and returned, and the values of the key-mapping attributes sent), which
  * also advances the cache epoch so that a lookup in flight cannot write
- * pre-sync data back.
+ * pre-sync data back. A sync answers only once the invalidation is
+ * confirmed: when the shared cache (Redis) did not take it, the cache keeps
+ * it and replays it in the background, and the request waits (suspended)
+ * until it landed, at most redis.invalidation_wait_ms and never past its
+ * deadline. The answer says which: X-Cache-Invalidation: confirmed, or
+ * pending (and "cache_invalidation": "pending" in the body) when other
+ * replicas may still serve the pre-sync entries until the replay lands.
  */
 #include "gateway/server.h"
 
 #include <malloc.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +77,8 @@ typedef struct sy_state {
     size_t created, updated, failed, not_sent; /* counts of the results */
     int calls;                /* SOAP calls spent (access log) */
     bool sent_any;            /* some batch was not refused by the outbound budget */
+    bool inval_kept;          /* a wave's invalidation was kept for a replay */
+    atomic_bool cache_pending; /* the invalidation was not confirmed before the reply */
 } sy_state;
 
 /* Frees the current wave: its leads and its jobs' results. */
@@ -147,15 +156,23 @@ static void add_key(gw_cache_key *keys, char **vals, size_t *n, soap_key_type t,
     (*n)++;
 }
 
+/* How a sync's cache invalidation went. */
+typedef enum sy_inval {
+    SY_INVAL_CONFIRMED = 0, /* the cache took it (or there is no cache) */
+    SY_INVAL_KEPT,          /* not taken: the cache keeps it for a replay */
+    SY_INVAL_NOT_DONE,      /* could not even be built (no memory) */
+} sy_inval;
+
 /* Invalidates the cache for everything the current wave may have changed: e-mail
  * and id keys of the input, ids Marketo returned, and the values of the
  * key-mapping attributes sent (Cookies, LeadOwnerEmail, SFDC ids), so that
  * no entry, negative ones included, survives the sync. */
-static void invalidate_cache(gw_req *r, sy_state *st)
+static sy_inval invalidate_cache(gw_req *r, sy_state *st)
 {
     gw_cache *cache = gw_req_app(r)->cache;
+    sy_inval result = SY_INVAL_NOT_DONE;
     if (!cache)
-        return;
+        return SY_INVAL_CONFIRMED;
     size_t nl = st->nleads;
     size_t nmap = 0;
     for (size_t i = 0; i < nl; i++)
@@ -208,10 +225,14 @@ static void invalidate_cache(gw_req *r, sy_state *st)
             ids[ni++] = lid;
         }
     }
-    if (cache->ops->invalidate(cache, keys, nk, ids, ni) != 0)
-        GW_LOG(GW_LOG_ERROR, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
-                                       "keys", (json_int_t)nk, "ids", (json_int_t)ni),
-               "cache invalidation after a sync failed");
+    if (cache->ops->invalidate(cache, keys, nk, ids, ni) == 0) {
+        result = SY_INVAL_CONFIRMED;
+    } else {
+        result = SY_INVAL_KEPT;
+        GW_LOG(GW_LOG_WARN, json_pack("{s:s, s:I, s:I}", "request_id", gw_req_id(r),
+                                      "keys", (json_int_t)nk, "ids", (json_int_t)ni),
+               "cache invalidation after a sync not confirmed; kept for a replay");
+    }
 out:
     if (vals)
         for (size_t i = 0; i < nk; i++)
@@ -219,6 +240,7 @@ out:
     free(vals);
     free(keys);
     free(ids);
+    return result;
 }
 
 /* One result object for lead index idx (its input id in_id, or 0) of batch
@@ -318,29 +340,76 @@ static int add_result(sy_state *st, size_t idx, const gw_job *j, size_t k)
     return res != NULL && json_array_append_new(st->results, res) == 0 ? 0 : -1;
 }
 
-/* Replies with every result, in input order. */
-static void reply_results(gw_req *r, sy_state *st)
+/* Replies 200 with every result, in input order, and whether the cache
+ * invalidation was confirmed (on an HTTP thread, directly or on resume). */
+static void sync_reply(gw_req *r)
 {
+    sy_state *st = gw_req_state(r);
+    bool pending = atomic_load(&st->cache_pending);
     json_t *body = json_pack("{s:O, s:I, s:I, s:I, s:I}", "results", st->results,
                              "created", (json_int_t)st->created, "updated",
                              (json_int_t)st->updated, "failed", (json_int_t)st->failed,
                              "not_sent", (json_int_t)st->not_sent);
+    if (body != NULL && pending &&
+        json_object_set_new(body, "cache_invalidation", json_string("pending")) != 0) {
+        json_decref(body);
+        body = NULL;
+    }
     if (!body) {
         gw_req_reply_problem(r, 500, "Internal Server Error", "out of memory", NULL);
         return;
     }
-    GW_LOG(GW_LOG_INFO, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I}", "request_id", gw_req_id(r),
-                                  "leads", (json_int_t)st->body.nleads, "created",
-                                  (json_int_t)st->created, "updated", (json_int_t)st->updated,
-                                  "failed", (json_int_t)st->failed, "not_sent",
-                                  (json_int_t)st->not_sent),
+    GW_LOG(pending ? GW_LOG_WARN : GW_LOG_INFO,
+           json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s}", "request_id", gw_req_id(r),
+                     "leads", (json_int_t)st->body.nleads, "created", (json_int_t)st->created,
+                     "updated", (json_int_t)st->updated, "failed", (json_int_t)st->failed,
+                     "not_sent", (json_int_t)st->not_sent, "cache_invalidation",
+                     pending ? "pending" : "confirmed"),
            "sync finished");
+    gw_req_add_header(r, "X-Cache-Invalidation", pending ? "pending" : "confirmed");
     gw_req_reply_json(r, 200, body);
+}
+
+/* The cache's answer to await_invalidations (a cache thread): resumes the
+ * request, whose sync_reply then says whether the invalidation landed. */
+static void sync_settled(void *arg, bool confirmed)
+{
+    sy_state *st = arg;
+    atomic_store(&st->cache_pending, !confirmed);
+    gw_req_resume(st->waiter.req);
+}
+
+/* The invalidation was not confirmed: keeps the request suspended until the
+ * cache's replay lands, at most redis.invalidation_wait_ms and never past
+ * the request's deadline; sync_reply runs then. When the cache cannot wait
+ * (or there is no time left) the reply goes at once, marked pending. */
+static void await_invalidation(gw_req *r, sy_state *st)
+{
+    gw_app *app = gw_req_app(r);
+    gw_cache *cache = app->cache;
+    int64_t now = gw_now_ms();
+    int64_t deadline = gw_req_start_ms(r) + app->cfg->request_timeout_ms;
+    int64_t wait = app->cfg->redis_invalidation_wait_ms;
+    if (now + wait < deadline)
+        deadline = now + wait;
+    atomic_store(&st->cache_pending, true);
+    if (cache->ops->await_invalidations == NULL || deadline <= now) {
+        sync_reply(r);
+        return;
+    }
+    st->waiter.req = r;
+    gw_req_suspend(r, sync_reply);
+    int rc = cache->ops->await_invalidations(cache, deadline, sync_settled, st);
+    if (rc == 0)
+        return; /* sync_settled resumes it */
+    atomic_store(&st->cache_pending, rc != 1);
+    gw_req_resume(r); /* nothing to wait for, or cannot wait: sync_reply runs at once */
 }
 
 /* Runs on an HTTP thread once every batch of a wave has ended: invalidates
  * what the wave may have changed, records its results, then submits the
- * next wave or replies. */
+ * next wave or replies (after waiting for a kept invalidation, see
+ * await_invalidation). */
 static void sync_on_resume(gw_req *r)
 {
     sy_state *st = gw_req_state(r);
@@ -363,12 +432,17 @@ static void sync_on_resume(gw_req *r)
                    "syncMultipleLeads answered %zu statuses for %zu records",
                    j->sync.nstatuses, j->nsync);
     }
-    invalidate_cache(r, st);
+    sy_inval inval = invalidate_cache(r, st);
     if (wave_refused && !st->sent_any) {
+        /* nothing reached Marketo: nothing the cache holds went stale */
         gw_req_note_upstream(r, st->calls);
         gw_req_reply_job_error(r, refused);
         return;
     }
+    if (inval == SY_INVAL_KEPT)
+        st->inval_kept = true;
+    else if (inval == SY_INVAL_NOT_DONE)
+        atomic_store(&st->cache_pending, true); /* no memory: nothing kept to wait for */
     st->sent_any = true;
     for (size_t i = 0; i < st->nleads; i++)
         if (add_result(st, st->first + i, &st->jobs[i / st->batch], i % st->batch) != 0)
@@ -386,7 +460,11 @@ static void sync_on_resume(gw_req *r)
         if (add_result(st, i, refused, 0) != 0)
             goto oom;
     gw_req_note_upstream(r, st->calls);
-    reply_results(r, st);
+    if (st->inval_kept) {
+        await_invalidation(r, st);
+        return;
+    }
+    sync_reply(r);
     return;
 oom:
     gw_req_note_upstream(r, st->calls);

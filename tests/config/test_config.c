@@ -138,6 +138,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.redis_key_prefix, "mktgw:");
     assert_int_equal(cfg.redis_connect_timeout_ms, 500);
     assert_int_equal(cfg.redis_command_timeout_ms, 500);
+    assert_int_equal(cfg.redis_invalidation_wait_ms, 5000);
     assert_int_equal(cfg.cache_ttl_seconds, 300);
     assert_int_equal(cfg.cache_negative_ttl_seconds, 30);
     assert_int_equal(cfg.cache_max_entries, 100000);
@@ -711,7 +712,7 @@ static void test_key_table(void **state)
         if (!found)
             fail_msg("%s missing from the table", required[r]);
     }
-    assert_int_equal(gw_config_key_count(), 45);
+    assert_int_equal(gw_config_key_count(), 46);
 }
 
 /* ---- command line ------------------------------------------------------- */
