@@ -613,18 +613,25 @@ def test_body_over_cap_chunked(gw_up):
     assert gw_up.get("/healthz").status_code == 200
 
 
-def test_body_at_cap_is_accepted(gw):
-    # A body of exactly gateway.max_body_bytes is read whole and the request
-    # goes on to the next check: gw has no upstream, so server.c's dispatch
-    # answers 503 "upstream-not-configured" (a body over the cap would have
-    # been 413 "body-too-large" before that check).
-    r = requests.post(gw.url("/leads/sync"), data=b"x" * 2048, timeout=10,
+def test_body_at_cap_is_accepted(gw_up):
+    # A body of exactly gateway.max_body_bytes (2048) is read whole and parsed
+    # (gw_up has an upstream: without one the answer is 503 from the headers,
+    # before the body). It is not JSON past its opening: the sync parser's 400
+    # (leadjson.c) points at its very end, so all of it was read; one byte
+    # more is 413 from the Content-Length.
+    body = b'{"leads":[' + b" " * 2037 + b"x"
+    assert len(body) == 2048
+    r = requests.post(gw_up.url("/leads/sync"), data=body, timeout=10,
                       headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
-    body = assert_problem(r, 503)
-    assert body["type"] == "urn:marketo-gateway:problem:upstream-not-configured", body
-    assert body["title"] == "Upstream not configured"
-    assert body["detail"] == "marketo.soap_endpoint is not set"
-    assert "exceeds" not in r.text
+    problem = assert_problem(r, 400)
+    assert problem["type"] == "urn:marketo-gateway:problem:invalid-request", problem
+    m = re.match(r"^request body is not valid JSON \(line 1, column (\d+)\)$", problem["detail"])
+    assert m and int(m.group(1)) >= 2048, problem
+    r = requests.post(gw_up.url("/leads/sync"), data=body + b" ", timeout=10,
+                      headers={"X-API-Key": KEY1, "Content-Type": "application/json"})
+    problem = assert_problem(r, 413)
+    assert problem["type"] == "urn:marketo-gateway:problem:body-too-large", problem
+    assert problem["detail"] == "the request body exceeds 2048 bytes"
 
 
 # ------------------------------------------------------------- shutdown
