@@ -162,8 +162,10 @@ struct gw_server {
     atomic_size_t body_held;        /* body bytes charged by requests not yet completed */
     gw_gauge *body_gauge;           /* http_request_body_bytes */
     gw_guard *guard;                /* header/body deadlines, room at the connection limit */
-    atomic_size_t active;           /* gw_req not yet completed */
-    atomic_bool quiesced;           /* gw_server_quiesce done */
+    atomic_size_t active;           /* gw_req not yet completed, started before the drain */
+    atomic_size_t late_active;      /* gw_req not yet completed, started while draining */
+    _Atomic int64_t late_last_ms;   /* gw_now_ms() when the last of those started */
+    atomic_bool quiesced;           /* gw_server_quiesce done: new requests are answered at once */
     gw_gauge *in_flight;            /* http_requests_in_flight */
     _Atomic(series_node *) counters[NROUTE_LABELS][NMETHOD_LABELS]; /* http_requests_total, per status */
     _Atomic(series_node *) durations[NROUTE_LABELS]; /* http_request_duration_seconds */
@@ -218,6 +220,7 @@ struct gw_req {
     int upstream_calls;             /* access log: SOAP calls spent */
     long key_index;                 /* which API key authorised it; -1: none/auth off */
     signed char draining;           /* gw_req_draining's one reading: -1 not read yet, 0/1 */
+    bool late;                      /* started after gw_server_quiesce: not waited for */
     bool admitted;                  /* charged to its key's budget already */
     char cache[8];                  /* access log: HIT/MISS/PARTIAL/BYPASS or "" */
 };
@@ -1079,6 +1082,13 @@ static bool screen_request(gw_req *r)
                             "this route does not accept that method", NULL);
         return false;
     }
+    if (r->late && r->route->needs_upstream) {
+        /* started while draining: answered now, never queued for Marketo */
+        gw_req_add_header(r, "Retry-After", "1");
+        reply_problem_typed(r, 503, "shutting-down", "Shutting down",
+                            "the gateway is shutting down; retry on another replica", NULL);
+        return false;
+    }
     if (r->route->needs_auth && !request_authorized(r)) {
         gw_req_add_header(r, "WWW-Authenticate", "Bearer realm=\"marketo-gateway\"");
         reply_problem_typed(r, 401, "unauthorized", "Unauthorized",
@@ -1242,7 +1252,10 @@ static void req_start(gw_req *r, const char *url, const char *method)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     r->gconn = ci != NULL ? ci->socket_context : NULL;
-    atomic_fetch_add(&s->active, 1);
+    r->late = atomic_load(&s->quiesced);
+    atomic_fetch_add(r->late ? &s->late_active : &s->active, 1);
+    if (r->late)
+        atomic_store(&s->late_last_ms, gw_now_ms());
     gw_gauge_add(s->in_flight, 1);
 }
 
@@ -1485,9 +1498,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(r->query);
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
         gw_guard_request_done(r->gconn); /* kept alive: idle until the next request */
+    bool late = r->late;
     pthread_mutex_destroy(&r->mu);
     free(r);
-    atomic_fetch_sub(&s->active, 1);
+    atomic_fetch_sub(late ? &s->late_active : &s->active, 1);
 }
 
 /* libmicrohttpd's unescape callback, for the path and every query name and
@@ -1755,21 +1769,52 @@ unsigned gw_server_port(gw_server *s)
     return i != NULL ? i->port : 0;
 }
 
+/* Starts the drain without MHD_quiesce_daemon: in libmicrohttpd 0.9.75 it
+ * races its own epoll worker threads over removing the listen FD from
+ * their epoll sets and then aborts the process ("Failed to remove listen
+ * FD from epoll set", an open libmicrohttpd defect; it hit a SIGTERM under
+ * load here). The listening socket stays open while draining (a pod keeps
+ * getting connections until its endpoint removal has spread): every
+ * request that starts from now on is answered at once (screen_request: 503
+ * shutting-down with Retry-After on the lead routes, /readyz 503, /healthz
+ * 200, all with Connection: close) and is not counted in
+ * gw_server_active, so the drain waits only for what was in progress.
+ * gw_server_stop closes the listener last. */
 void gw_server_quiesce(gw_server *s)
 {
-    if (s == NULL || s->daemon == NULL || atomic_exchange(&s->quiesced, true))
-        return;
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    if (s != NULL)
+        atomic_store(&s->quiesced, true);
 }
 
 size_t gw_server_active(gw_server *s) { return atomic_load(&s->active); }
+
+/* Ends a drain. First, while late requests keep coming (one started in
+ * the last 100 ms; at most 1 s), they are still answered: a client whose
+ * request just finished often sends its next one at once, and a connection
+ * still in the listen backlog when the listener shuts is reset, not
+ * refused. Then the listening socket stops taking connections (refused by
+ * the kernel from here on; shutdown(2) rather than close, so
+ * libmicrohttpd's epoll sets stay consistent until MHD_stop_daemon), and
+ * the requests still in progress get up to 200 ms to go out. */
+static void close_listener(gw_server *s)
+{
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    if (i == NULL || i->listen_fd == MHD_INVALID_SOCKET)
+        return;
+    int64_t until = gw_now_ms() + 1000;
+    while (gw_now_ms() < until && gw_now_ms() - atomic_load(&s->late_last_ms) < 100)
+        usleep(10 * 1000);
+    shutdown(i->listen_fd, SHUT_RDWR);
+    for (int k = 0; k < 20 && atomic_load(&s->late_active) + atomic_load(&s->active) > 0; k++)
+        usleep(10 * 1000);
+}
 
 void gw_server_stop(gw_server *s)
 {
     if (s == NULL)
         return;
+    if (s->daemon != NULL && atomic_load(&s->quiesced))
+        close_listener(s);
     if (s->daemon != NULL)
         MHD_stop_daemon(s->daemon);
     gw_guard_stop(s->guard); /* every connection is closed now */

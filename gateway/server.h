@@ -103,9 +103,13 @@ void gw_req_resume(gw_req *r);
 gw_server *gw_server_start(gw_app *app, char *err, size_t errlen);
 /* The port actually bound (for listen ports of 0). */
 unsigned gw_server_port(gw_server *s);
-/* Stops accepting new connections (existing ones go on). */
+/* Starts the drain: requests that start from now on are answered at once
+ * (503 shutting-down on the lead routes; the operations routes as usual)
+ * with Connection: close; the listening socket stays open until
+ * gw_server_stop. */
 void gw_server_quiesce(gw_server *s);
-/* Number of requests not yet completed. */
+/* Number of requests not yet completed that started before
+ * gw_server_quiesce (the ones a drain waits for). */
 size_t gw_server_active(gw_server *s);
 /* Stops the daemon and frees it. */
 void gw_server_stop(gw_server *s);

@@ -2,11 +2,10 @@
 
 Shutdown: a gateway under steady load gets SIGTERM. /readyz flips to 503 at
 once (on a connection opened before the signal), requests in flight finish
-with 200, new connections are refused (never reset), and the process exits 0
-within the drain timeout.
-
-Calls still in flight when the drain budget runs out are cut with 503
-(shutting down), and a sync batch cut so is NOT_SENT "may have been applied".
+with 200, requests that start during the drain are answered at once (503
+shutting-down with Retry-After, which the clients honour; never reset, never
+refused while the gateway drains), and the process exits 0 within the drain
+timeout; then nobody listens.
 
 Metrics: /metrics after real traffic passes `promtool check metrics` (names,
 types, HELP lines, units) and carries histograms for request and upstream
@@ -26,25 +25,33 @@ import requests
 
 
 def _hammer(gw, stop, results, idx):
-    """One client: distinct uncached lookups on one keep-alive session until stop."""
+    """One client: distinct uncached lookups on one keep-alive session until
+    stop. Each result is (kind, value, monotonic start of the request); a
+    status's value is (status, problem type, Retry-After, monotonic end)."""
     s = requests.Session()
     s.headers["X-API-Key"] = gw.session.headers["X-API-Key"]
     i = 0
     while not stop.is_set():
         i += 1
         email = "lead%d@example.com" % (1 + (idx * 997 + i) % 2500)
+        t = time.monotonic()
         try:
             r = s.get(gw.base + "/leads", params={"email": email}, timeout=20)
-            results.append(("status", r.status_code))
+            kind = r.json().get("type", "") if r.status_code != 200 else ""
+            results.append(("status", (r.status_code, kind, r.headers.get("Retry-After"),
+                                       time.monotonic()), t))
+            if r.status_code == 503 and r.headers.get("Retry-After"):
+                # a well-behaved client: retries after Retry-After
+                stop.wait(int(r.headers["Retry-After"]))
         except requests.ConnectionError as e:
             text = repr(e)
             if "Connection refused" in text or "Errno 111" in text:
-                results.append(("refused", None))
+                results.append(("refused", None, t))
                 time.sleep(0.05)
             else:
-                results.append(("reset", text))
+                results.append(("reset", text, t))
         except requests.RequestException as e:
-            results.append(("error", repr(e)))
+            results.append(("error", repr(e), t))
 
 
 def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
@@ -67,7 +74,7 @@ def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
         t.start()
     try:
         time.sleep(1.5)  # steady state: requests in flight at the sim
-        assert any(k == "status" for k, _ in results)
+        assert any(k == "status" for k, _, _ in results)
         in_flight_before = len(results)
 
         t0 = time.monotonic()
@@ -101,11 +108,23 @@ def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
             t.join(timeout=30)
     assert code == 0
     assert elapsed < 8 + 2, "exit within the drain timeout"
-    statuses = [v for k, v in results if k == "status"]
-    assert statuses and all(s == 200 for s in statuses), sorted(set(statuses))
+    statuses = [(v, t) for k, v, t in results if k == "status"]
+    # every answer: 200, or (a request that reached the server once the
+    # drain had begun) at once 503 shutting-down with Retry-After
+    assert all(v[0] == 200 or (v[0] == 503 and v[1].endswith("shutting-down") and v[2] == "1")
+               for v, t in statuses), sorted(set(v[:3] for v, t in statuses))
+    # a 503 only for a request sent about when the signal went (the client's
+    # clock runs ahead of the server's reading of the request)
+    assert all(t > t0 - 0.5 for v, t in statuses if v[0] == 503)
+    # the requests in flight at the signal finished with 200
+    finished = [v for v, t in statuses if t < t0 and v[3] > t0]
+    assert finished and all(v[0] == 200 for v in finished), finished[:3]
     assert len(results) > in_flight_before, "requests in flight at SIGTERM completed"
-    resets = [v for k, v in results if k in ("reset", "error")]
+    resets = [v for k, v, t in results if k in ("reset", "error")]
     assert not resets, resets[:3]
+    # refused only once the process was gone
+    refused_early = [t for k, v, t in results if k == "refused" and t < t0 + elapsed - 0.3]
+    assert not refused_early, "a connection was refused while the gateway was still draining"
     # and afterwards, nobody is listening
     with pytest.raises(requests.ConnectionError):
         requests.get(gw.base + "/healthz", timeout=2)

@@ -656,6 +656,12 @@ def test_drain_readyz_503_then_exit_within_timeout(gw_up):
     first = probe.getresponse()
     first.read()
     assert first.status == 200
+    # another one, idle from before the signal until a late request
+    idle = http.client.HTTPConnection("127.0.0.1", gw_up.port, timeout=10)
+    idle.request("GET", "/healthz")
+    warm = idle.getresponse()
+    warm.read()
+    assert warm.status == 200
     # a request still in progress: its body never finishes arriving
     slow = socket.create_connection(("127.0.0.1", gw_up.port), timeout=10)
     slow.sendall(b"POST /leads/sync HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY1.encode() +
@@ -670,13 +676,26 @@ def test_drain_readyz_503_then_exit_within_timeout(gw_up):
     assert ready.status == 503
     assert ready.getheader("Content-Type").startswith("application/problem+json")
     assert "draining" in body["detail"]
-    # new connections are refused
-    with pytest.raises(requests.ConnectionError):
-        requests.get(gw_up.url("/healthz"), timeout=2)
+    # a request that starts during the drain, on a connection opened before,
+    # is answered at once: a lead route 503 shutting-down with Retry-After
+    idle.request("GET", "/leads?email=a@example.com", headers={"X-API-Key": KEY1})
+    late = idle.getresponse()
+    body = json.loads(late.read())
+    assert late.status == 503 and body["type"].endswith("shutting-down"), body
+    assert late.getheader("Retry-After") == "1"
+    assert (late.getheader("Connection") or "").lower() == "close"
+    # a new connection during the drain is answered, not refused: the
+    # operations routes as usual, with Connection: close
+    h = requests.get(gw_up.url("/healthz"), timeout=2)
+    assert h.status_code == 200 and h.json() == {"status": "ok"}
+    assert h.headers.get("Connection", "").lower() == "close"
+    rz = requests.get(gw_up.url("/readyz"), timeout=2)
+    assert rz.status_code == 503 and rz.json()["type"].endswith("draining")
     code = gw_up.proc.wait(timeout=10)
     elapsed = time.monotonic() - t0
     slow.close()
     probe.close()
+    idle.close()
     assert code == 0
     assert 1.0 <= elapsed < 1.5 + 1.0, elapsed  # waited for the slow request, not forever
 
