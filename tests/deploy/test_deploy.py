@@ -138,3 +138,28 @@ def test_runtime_libraries_come_from_the_runtime_list(binary):
         if os.path.basename(lib) not in direct:
             continue
         assert owner in runtime, f"{os.path.basename(lib)} comes from {owner}, missing from DEPS_RUNTIME"
+
+
+def _readelf(*args):
+    return subprocess.run(["readelf", "-W", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("binary", ["GATEWAY_BIN", "SIM_BIN"])
+def test_binary_is_hardened(binary):
+    """meson.build's hardening: PIE, full RELRO (BIND_NOW), stack protector,
+    and _FORTIFY_SOURCE on an optimized build without sanitizers."""
+    path = os.environ.get(binary)
+    if not path or not os.path.exists(path):
+        pytest.skip(f"{binary} not built")
+    header, dynamic = _readelf("-h", path), _readelf("-d", path)
+    segments, dynsyms = _readelf("-l", path), _readelf("--dyn-syms", path)
+    assert re.search(r"Type:\s+DYN", header) and re.search(r"FLAGS_1.*\bPIE\b", dynamic), "not PIE"
+    assert "GNU_RELRO" in segments, "no RELRO segment"
+    assert re.search(r"\(FLAGS\).*BIND_NOW|FLAGS_1.*\bNOW\b", dynamic), "not BIND_NOW (partial RELRO)"
+    assert "__stack_chk_fail" in dynsyms, "no stack protector"
+    sanitized = "libasan" in subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    if not sanitized:
+        fortified = set(re.findall(r"\b(__\w+_chk)\b", dynsyms)) - {"__stack_chk_fail"}
+        assert fortified, "no _FORTIFY_SOURCE checks (__*_chk) imported"
+
