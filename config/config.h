@@ -29,6 +29,7 @@ typedef struct gw_config {
 
     /* [gateway] */
     char *listen;                 /* "host:port" (127.0.0.1:8080) */
+    char *metrics_listen;         /* "host:port" of a GET /metrics-only listener; "": /metrics on listen */
     int64_t threads;              /* HTTP worker threads (0: number of cores) */
     int64_t max_body_bytes;       /* request body cap (8 MiB) */
     int64_t max_keys;             /* keys in one lookup before 400 (1000) */

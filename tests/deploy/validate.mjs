@@ -213,8 +213,24 @@ report("Deployment args (if any) read that file",
 
 // Metrics: scrape annotations and the ServiceMonitor point at the port that
 // serves /metrics.
-const metricsPortName = "http";
+// [gateway] metrics_listen set: /metrics on a port of its own (named
+// "metrics"), off the http port; unset: on the http port.
+const metricsListen = iniValue("gateway", "metrics_listen") ?? "";
+const metricsPortName = metricsListen ? "metrics" : "http";
 const metricsPort = c.ports.find((p) => p.name === metricsPortName)?.containerPort;
+if (metricsListen) {
+  report("containerPort \"metrics\" matches [gateway] metrics_listen",
+    metricsPort === Number(metricsListen.split(":").pop()) && metricsListen.startsWith("0.0.0.0:"),
+    `${metricsPort} vs ${metricsListen}`);
+  const rules = gwnp.spec.ingress ?? [];
+  const open = rules.filter((r) => !r.from || r.from.length === 0);
+  report("NetworkPolicy: the metrics port is open to selected peers only",
+    !open.some((r) => (r.ports ?? []).some((p) => p.port === metricsPort || p.port === metricsPortName)) &&
+    rules.some((r) => r.from?.length && (r.ports ?? []).some((p) => p.port === metricsPort)),
+    JSON.stringify(rules));
+  report("Ingress does not route to the metrics port",
+    !JSON.stringify(find("Ingress")?.spec ?? {}).includes(`"${metricsPortName}"`));
+}
 const ann = dep.spec.template.metadata.annotations ?? {};
 report("pod template carries prometheus.io scrape annotations for the metrics port",
   ann["prometheus.io/scrape"] === "true" && Number(ann["prometheus.io/port"]) === metricsPort &&
