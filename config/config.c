@@ -51,6 +51,7 @@ typedef struct key_def {
 static bool check_no_ctl(const char *v);
 static bool check_http_url(const char *v);
 static bool check_listen(const char *v);
+static bool check_listen_opt(const char *v);
 static bool check_log_level(const char *v);
 static bool check_redis_url(const char *v);
 static bool check_key_prefix(const char *v);
@@ -88,6 +89,8 @@ static const key_def keys[] = {
 
     K_STR("gateway", "listen", listen, "127.0.0.1:8080", check_listen,
           "must be host:port with a port between 0 and 65535 ([v6addr]:port for IPv6)"),
+    K_STR("gateway", "metrics_listen", metrics_listen, "", check_listen_opt,
+          "must be empty or host:port with a port between 0 and 65535 ([v6addr]:port for IPv6)"),
     K_INT("gateway", "threads", threads, "0", 0, 256),
     K_INT("gateway", "max_body_bytes", max_body_bytes, "8388608", 1 * KIB, 256 * MIB),
     K_INT("gateway", "max_body_total_bytes", max_body_total_bytes, "33554432", 1 * KIB, 16384 * MIB),
@@ -273,6 +276,12 @@ int gw_config_split_listen(const char *listen, char *host, size_t hostlen, uint1
 static bool check_listen(const char *v)
 {
     return gw_config_split_listen(v, NULL, 0, NULL) == 0;
+}
+
+/* Empty (not set) or a valid listen address. */
+static bool check_listen_opt(const char *v)
+{
+    return *v == '\0' || check_listen(v);
 }
 
 static bool check_http_url(const char *v)
@@ -724,6 +733,14 @@ int gw_config_validate(const gw_config *cfg, char *err, size_t errlen)
     if (!cfg->auth_disabled && count_list(cfg->api_keys) == 0) {
         errf(err, errlen,
              "config: auth.api_keys is empty: set keys, or auth.disabled = true for a local run");
+        return -1;
+    }
+    uint16_t mport = 0;
+    if (!empty(cfg->metrics_listen) && !empty(cfg->listen) &&
+        strcmp(cfg->metrics_listen, cfg->listen) == 0 &&
+        gw_config_split_listen(cfg->metrics_listen, NULL, 0, &mport) == 0 && mport != 0) {
+        errf(err, errlen, "config: gateway.metrics_listen must differ from gateway.listen "
+                          "(leave it empty to serve /metrics on listen)");
         return -1;
     }
     if (cfg->default_page_size > cfg->max_page_size) {

@@ -29,6 +29,7 @@ typedef struct gw_config {
 
     /* [gateway] */
     char *listen;                 /* "host:port" (127.0.0.1:8080) */
+    char *metrics_listen;         /* "host:port" of a GET /metrics-only listener; "": /metrics on listen */
     int64_t threads;              /* HTTP worker threads (0: number of cores) */
     int64_t max_body_bytes;       /* request body cap (8 MiB) */
     int64_t max_body_total_bytes; /* request body bytes held at once, all connections (32 MiB) */

@@ -36,6 +36,7 @@
 #include "gateway/log.h"
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
+#include "gateway/metrics_http.h"
 #include "gateway/redis.h"
 #include "gateway/server.h"
 #include "soap/soap.h"
@@ -217,6 +218,7 @@ int main(int argc, char **argv)
     gw_config cfg;
     gw_app app;
     gw_server *srv = NULL;
+    gw_metrics_http *mhttp = NULL;
     char err[256] = "";
     int exit_code = 0;
     sigset_t set;
@@ -267,8 +269,23 @@ int main(int argc, char **argv)
         exit_code = 1;
         goto out;
     }
-    unsigned port = gw_server_port(srv);
     char where[300];
+    /* gateway.metrics_listen: /metrics on a listener of its own, started
+     * (and its line printed) before the API port's "listening" line */
+    if (cfg.metrics_listen != NULL && cfg.metrics_listen[0] != '\0') {
+        mhttp = gw_metrics_http_start(&app, err, sizeof err);
+        if (mhttp == NULL) {
+            GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+            exit_code = 1;
+            goto out;
+        }
+        gw_config mcfg = {.listen = cfg.metrics_listen};
+        format_listen(&mcfg, gw_metrics_http_port(mhttp), where, sizeof where);
+        GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)gw_metrics_http_port(mhttp),
+                                      "listen", where), "metrics listening");
+        printf("marketo-gateway metrics on %s\n", where);
+    }
+    unsigned port = gw_server_port(srv);
     format_listen(&cfg, port, where, sizeof where);
     GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)port, "listen", where), "listening");
     printf("marketo-gateway listening on %s\n", where);
@@ -311,6 +328,7 @@ int main(int argc, char **argv)
     exit_code = 0;
 
 out:
+    gw_metrics_http_stop(mhttp);
     gw_server_stop(srv);
     app_free(&app);
     soap_cleanup();

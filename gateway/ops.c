@@ -9,6 +9,7 @@
 #include "gateway/log.h"
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
+#include "gateway/metrics_http.h"
 #include "gateway/server.h"
 #include "gateway/upstream.h"
 
@@ -86,12 +87,17 @@ static void refresh_gauges(gw_app *app)
     }
 }
 
+char *gw_ops_metrics_text(gw_app *app, size_t *len)
+{
+    refresh_gauges(app);
+    return gw_metrics_render(len);
+}
+
 /* GET /metrics: the whole registry in Prometheus text format 0.0.4. */
 void gw_handle_metrics(gw_req *r)
 {
     size_t len = 0;
-    refresh_gauges(gw_req_app(r));
-    char *text = gw_metrics_render(&len);
+    char *text = gw_ops_metrics_text(gw_req_app(r), &len);
     if (text == NULL) {
         gw_req_reply_problem(r, 500, "Internal error", "metrics could not be rendered", NULL);
         return;

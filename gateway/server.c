@@ -1070,6 +1070,14 @@ static bool screen_request(gw_req *r)
         reply_problem_typed(r, 404, "not-found", "Not found", "no such route", NULL);
         return false;
     }
+    /* gateway.metrics_listen set: /metrics has a port of its own
+     * (metrics_http.c), kept off this one */
+    const char *metrics_listen = s->app->cfg->metrics_listen;
+    if (metrics_listen != NULL && metrics_listen[0] != '\0' && strcmp(r->url, "/metrics") == 0) {
+        reply_problem_typed(r, 404, "not-found", "Not found",
+                            "/metrics is served on gateway.metrics_listen", NULL);
+        return false;
+    }
     if (strcmp(r->method, "OPTIONS") == 0) {
         reply_options(r);
         return false;

@@ -33,7 +33,9 @@ bash scripts/install-deps.sh test || exit 1
 if ! command -v npm >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm >&2 || exit 1
 fi
-if [ ! -d tests/deploy/node_modules ]; then
+# (again when the lockfile is newer than what npm ci last installed)
+if [ ! -d tests/deploy/node_modules ] ||
+   [ tests/deploy/package-lock.json -nt tests/deploy/node_modules/.package-lock.json ]; then
   (cd tests/deploy && npm ci --no-audit --no-fund --loglevel=error) >&2 || exit 1
 fi
 

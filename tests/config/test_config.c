@@ -112,6 +112,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.retry_max_attempts, 3);
     assert_true(cfg.tls_verify);
     assert_string_equal(cfg.listen, "127.0.0.1:8080");
+    assert_string_equal(cfg.metrics_listen, "");
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     assert_int_equal(cfg.threads, ncpu < 1 ? 1 : ncpu);
     assert_int_equal(cfg.max_body_bytes, 8 * 1024 * 1024);
@@ -366,6 +367,7 @@ static void test_listen(void **state)
     expect_fail("[gateway]\nlisten = 127.0.0.1:\n", "[gateway] listen", NULL);
     expect_fail("[gateway]\nlisten = 127.0.0.1:80x\n", "[gateway] listen", NULL);
     expect_fail("[gateway]\nlisten = bad host:80\n", "[gateway] listen", NULL);
+    expect_fail("[gateway]\nmetrics_listen = 9090\n", "[gateway] metrics_listen", "'9090'", NULL);
 
     char host[64];
     uint16_t port = 1;
@@ -573,6 +575,23 @@ static void test_other_rules(void **state)
                      0);
     assert_int_equal(gw_config_validate(&cfg, err, sizeof err), 0);
     gw_config_free(&cfg);
+
+    /* /metrics on a port of its own: not the API's (port 0 twice is two ports) */
+    assert_int_equal(load_text(&cfg,
+                               "[auth]\napi_keys = k\n[gateway]\nlisten = 0.0.0.0:8080\n"
+                               "metrics_listen = 0.0.0.0:8080\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(gw_config_validate(&cfg, err, sizeof err), -1);
+    assert_non_null(strstr(err, "gateway.metrics_listen"));
+    gw_config_free(&cfg);
+    assert_int_equal(load_text(&cfg,
+                               "[auth]\napi_keys = k\n[gateway]\nlisten = 127.0.0.1:0\n"
+                               "metrics_listen = 127.0.0.1:0\n",
+                               err, sizeof err),
+                     0);
+    assert_int_equal(gw_config_validate(&cfg, err, sizeof err), 0);
+    gw_config_free(&cfg);
 }
 
 /* ---- printing ----------------------------------------------------------- */
@@ -712,7 +731,7 @@ static void test_key_table(void **state)
         if (!found)
             fail_msg("%s missing from the table", required[r]);
     }
-    assert_int_equal(gw_config_key_count(), 46);
+    assert_int_equal(gw_config_key_count(), 47);
 }
 
 /* ---- command line ------------------------------------------------------- */

@@ -65,22 +65,145 @@ def test_dockerfile_installs_only_from_the_package_list():
     assert text.count(". /src/scripts/deps.sh") == 1 and text.count(". /tmp/deps.sh") == 1
 
 
+def stages():
+    """{stage name: its text} of the Dockerfile, in order (FROM line first)."""
+    parts = re.split(r"^(?=FROM )", dockerfile(), flags=re.M)[1:]
+    return {re.match(r"FROM \S+ AS (\S+)", p).group(1): p for p in parts}
+
+
 def test_dockerfile_shape():
     text = dockerfile()
-    assert re.findall(r"^FROM (\S+)", text, re.M) == ["debian:bookworm-slim", "debian:bookworm-slim"]
-    assert re.search(r"^USER \d+:\d+$", text, re.M), "runtime must run as a numeric non-root user"
-    assert re.search(r"^STOPSIGNAL SIGTERM$", text, re.M)
-    assert re.search(r"^EXPOSE 8080$", text, re.M)
+    assert re.findall(r"^FROM (\S+ AS \S+)", text, re.M) == [
+        "debian:bookworm-slim AS build", "debian:bookworm-slim AS runtime",
+        "runtime AS sim", "runtime AS gateway"], "stages: build, runtime, sim, gateway (default: last)"
+    assert re.search(r"^USER \d+:\d+$", stages()["runtime"], re.M), \
+        "runtime must run as a numeric non-root user"
     assert "HEALTHCHECK" not in text
+    for name, port in (("sim", 8081), ("gateway", 8080)):
+        st = stages()[name]
+        assert re.search(r"^STOPSIGNAL SIGTERM$", st, re.M), name
+        assert re.search(rf"^EXPOSE {port}$", st, re.M), name
 
 
-def test_dockerfile_build_command_is_the_readme_one():
+def test_each_image_holds_only_its_own_program():
+    st = stages()
+    assert "marketo-gateway" not in st["sim"], "the sim image must not carry the gateway"
+    assert "marketo-sim" not in st["gateway"], "the gateway image must not carry marketo-sim"
+    assert "marketo-sim" not in st["runtime"] and "marketo-gateway" not in st["runtime"]
+    assert "--from=build /out/usr/local/bin/marketo-gateway" in st["gateway"]
+    assert "--from=build /out/usr/local/bin/marketo-sim" in st["sim"]
+
+
+def test_gateway_default_command_reads_the_container_settings_file():
+    """The default command needs no file from the user: it reads the image's
+    deploy/container.ini (listen on every interface, nothing else), which
+    Kubernetes replaces with its ConfigMap. No setting comes from an image ENV,
+    which would override the ConfigMap (environment > file)."""
+    st = stages()["gateway"]
+    cmd = re.search(r"^CMD (\[.*\])$", st, re.M)
+    assert cmd and json.loads(cmd.group(1)) == ["--config", "/etc/marketo-gateway/gateway.ini"]
+    assert "COPY deploy/container.ini /etc/marketo-gateway/gateway.ini" in st
+    assert not re.search(r"^ENV ", dockerfile(), re.M), "settings come from files, not image ENV"
+    with open(os.path.join(TOP, "deploy", "container.ini"), encoding="utf-8") as fh:
+        lines = [l.strip() for l in fh if l.strip() and not l.lstrip().startswith((";", "#"))]
+    assert lines == ["[gateway]", "listen = 0.0.0.0:8080"]
+
+
+def test_container_settings_file_loads(tmp_path):
+    """With only the environment (as `podman run -e ...` gives it), the
+    container file listens on every interface, port 8080 (EXPOSE)."""
+    path = os.environ.get("GATEWAY_BIN")
+    if not path or not os.path.exists(path):
+        pytest.skip("GATEWAY_BIN not built")
+    env = {k: v for k, v in os.environ.items()
+           if not re.match(r"(MARKETO|GATEWAY|AUTH|CURSOR|REDIS|CACHE|RATELIMIT|CORS)_", k)}
+    env["AUTH_API_KEYS"] = "k1"
+    out = subprocess.run([path, "--config", os.path.join(TOP, "deploy", "container.ini"),
+                          "--check-config"], capture_output=True, text=True, env=env, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert re.search(r"^listen = 0\.0\.0\.0:8080$", out.stdout, re.M), out.stdout
+
+
+def test_build_is_the_readme_release_build_out_of_tree():
+    """The image builds with the README's release options, in a build
+    directory outside the copied sources (/build), installed stripped."""
     with open(os.path.join(TOP, "README.md"), encoding="utf-8") as fh:
         readme = fh.read()
     m = re.search(r"<!-- release-build -->\s*```sh\n(.+?)\n```", readme, re.S)
     assert m, "README has no release build block"
-    command = m.group(1).strip()
-    assert f"RUN {command}" in dockerfile()
+    readme_opts = set(re.findall(r"(?<=\s)-D\S+", m.group(1)))
+    assert readme_opts >= {"-Dbuildtype=release", "-Dtests=false"}
+    build = stages()["build"]
+    setup = re.search(r"meson setup (\S+) (\S+)((?: -D\S+)*)", build)
+    assert setup, "no meson setup BUILDDIR SRCDIR in the build stage"
+    builddir, srcdir = setup.group(1), setup.group(2)
+    assert srcdir == "/src" and "COPY . /src" in build
+    assert builddir.startswith("/") and not builddir.startswith("/src"), "build out of the source tree"
+    assert set(setup.group(3).split()) == readme_opts
+    assert f"ninja -C {builddir}" in build
+    assert re.search(rf"meson install -C {re.escape(builddir)} .*--strip", build), "install stripped"
+
+
+def _dockerignore_excludes(path):
+    """Whether .dockerignore keeps path out of the build context (Docker's
+    rules: patterns in order, the last match wins, '!' lets back in; a
+    pattern matching a parent directory matches what is below it)."""
+    with open(os.path.join(TOP, ".dockerignore"), encoding="utf-8") as fh:
+        pats = [l.strip() for l in fh if l.strip() and not l.startswith("#")]
+
+    def rx(p):
+        out = ""
+        i = 0
+        while i < len(p):
+            if p.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif p.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif p[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif p[i] == "?":
+                out += "[^/]"
+                i += 1
+            else:
+                out += re.escape(p[i])
+                i += 1
+        return re.compile(out + r"\Z")
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for pat in pats:
+        neg = pat.startswith("!")
+        r = rx(pat.lstrip("!").rstrip("/"))
+        if any(r.match(p) for p in prefixes):
+            excluded = not neg
+    return excluded
+
+
+def test_dockerignore_lets_in_what_the_build_reads():
+    with open(os.path.join(TOP, "meson.build"), encoding="utf-8") as fh:
+        subdirs = [d for d in re.findall(r"subdir\('([^']+)'\)", fh.read())
+                   if not d.startswith("tests")]
+    assert subdirs
+    needed = ["meson.build", "meson_options.txt", "scripts/embed.py"]
+    for d in subdirs:
+        for dirpath, _, names in os.walk(os.path.join(TOP, d)):
+            needed += [os.path.relpath(os.path.join(dirpath, n), TOP) for n in names
+                       if not n.endswith((".o", ".pyc"))]
+    needed += re.findall(r"^COPY (?!--from)(\S+) ", dockerfile(), re.M)
+    missing = [p for p in needed if p != "." and _dockerignore_excludes(p)]
+    assert missing == [], f".dockerignore keeps out files the build reads: {missing}"
+
+
+@pytest.mark.parametrize("path", ["build-release/build.ninja", "build-release/meson-private/coredata.dat",
+                                  "build/gateway/marketo-gateway", "build-asan/x", "build-smoke/base.tar",
+                                  ".git/HEAD", "tests/deploy/node_modules/yaml/package.json",
+                                  "bench/RESULTS.md", "README.md"])
+def test_dockerignore_keeps_out_host_files(path):
+    assert _dockerignore_excludes(path), f"{path} would reach the build context"
 
 
 def _apt_known(pkg):
@@ -138,3 +261,28 @@ def test_runtime_libraries_come_from_the_runtime_list(binary):
         if os.path.basename(lib) not in direct:
             continue
         assert owner in runtime, f"{os.path.basename(lib)} comes from {owner}, missing from DEPS_RUNTIME"
+
+
+def _readelf(*args):
+    return subprocess.run(["readelf", "-W", *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.parametrize("binary", ["GATEWAY_BIN", "SIM_BIN"])
+def test_binary_is_hardened(binary):
+    """meson.build's hardening: PIE, full RELRO (BIND_NOW), stack protector,
+    and _FORTIFY_SOURCE on an optimized build without sanitizers."""
+    path = os.environ.get(binary)
+    if not path or not os.path.exists(path):
+        pytest.skip(f"{binary} not built")
+    header, dynamic = _readelf("-h", path), _readelf("-d", path)
+    segments, dynsyms = _readelf("-l", path), _readelf("--dyn-syms", path)
+    assert re.search(r"Type:\s+DYN", header) and re.search(r"FLAGS_1.*\bPIE\b", dynamic), "not PIE"
+    assert "GNU_RELRO" in segments, "no RELRO segment"
+    assert re.search(r"\(FLAGS\).*BIND_NOW|FLAGS_1.*\bNOW\b", dynamic), "not BIND_NOW (partial RELRO)"
+    assert "__stack_chk_fail" in dynsyms, "no stack protector"
+    sanitized = "libasan" in subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    if not sanitized:
+        fortified = set(re.findall(r"\b(__\w+_chk)\b", dynsyms)) - {"__stack_chk_fail"}
+        assert fortified, "no _FORTIFY_SOURCE checks (__*_chk) imported"
+

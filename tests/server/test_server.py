@@ -288,6 +288,30 @@ def test_metrics_text_parses(gw):
         assert secret not in text
 
 
+def test_metrics_on_its_own_port(start):
+    """gateway.metrics_listen: GET /metrics there (and only there); the API
+    port answers /metrics 404, so the metrics port can stay internal."""
+    g = start({"gateway.metrics_listen": "127.0.0.1:0"})
+    lines = [l for l in g.log_lines() if l.get("msg") == "metrics listening"]
+    assert lines and lines[0]["port"] > 0 and lines[0]["port"] != g.port
+    assert "marketo-gateway metrics on 127.0.0.1:%d" % lines[0]["port"] in g.stdout_lines
+    mbase = "http://127.0.0.1:%d" % lines[0]["port"]
+    g.get("/healthz")
+    r = requests.get(mbase + "/metrics", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain") and "version=0.0.4" in r.headers["Content-Type"]
+    assert not [l for l in r.text.splitlines() if not METRIC_LINE.match(l)]
+    assert re.search(r'^http_requests_total\{route="/healthz",method="GET",status="200"\} 1$', r.text, re.M)
+    assert re.search(r'^gateway_build_info\{version="[^"]+"\} 1$', r.text, re.M)
+    assert requests.head(mbase + "/metrics", timeout=10).status_code == 200
+    body = assert_problem(g.get("/metrics"), 404)
+    assert "metrics_listen" in body["detail"]
+    assert requests.get(mbase + "/healthz", timeout=10).status_code == 404
+    r = requests.post(mbase + "/metrics", data=b"x", timeout=10)
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    assert g.get("/healthz").status_code == 200
+
+
 def test_metrics_upstream_gauges(gw_up):
     text = gw_up.get("/metrics").text
     assert re.search(r"^gateway_upstream_queued_jobs \d+$", text, re.M)
