@@ -5,7 +5,10 @@ Marketo's limits opened to 1000 calls / 20 s) and one gateway with redis.url
 set, all on 127.0.0.1 with free ports, in a temp dir. The sim fails 10% of
 accepted calls with fault 20011 and adds 0..300 ms of jitter, with a latency
 spike episode (1.5-2.5 s) every 90 s. Redis is killed (-9) at 1/3 and 2/3 of
-the run and restarted on the same port 5 s later.
+the run and restarted on the same port 5 s later, and stopped (SIGSTOP) for
+2 s at half time. From 0.35 to 0.7 of the run, 40 slowloris clients send a
+header byte every 3 s (the gateway must cut them at its header deadline while
+everything else goes on).
 
 Load: 8 lookup threads (mostly cache hits on a hot set, some misses with
 distinct e-mails, some by id, some staticList page walks with cursors) and
@@ -22,7 +25,8 @@ the gateway with Cache-Control: no-cache and compared.
 Pass criteria (each printed; exit 1 if any fails): gateway RSS at the end
 within 10% of its level after warm-up, no growth in open fds (+8), no crash
 (gateway and sim alive throughout, both exit 0 on SIGTERM, no sanitizer
-report in their stderr), every sync result accounted for, every confirmed
+report in their stderr), the slow clients cut (at least once each when their
+window is 30 s or longer), every sync result accounted for, every confirmed
 write visible to the next lookup, and the error answers (Soak.error_verdicts,
 where each bound is derived): no 500 and no connection error, 502s under a
 bound derived from the injected fault rate, no 503/504, and reads after
@@ -40,6 +44,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -76,6 +81,9 @@ RETRY_ATTEMPTS = 3
 QUEUE_TIMEOUT_MS = 10000          # ratelimit.queue_timeout_ms (the default, made explicit)
 SPIKE_S = 10.0                    # length of one latency spike episode
 REDIS_DOWN_S = 5.0                # Redis is restarted this long after its kill -9
+REDIS_PAUSE_S = 2.0               # Redis is stopped (SIGSTOP) this long at half time
+SLOW_CLIENTS = 40                 # slowloris connections, from 0.35 to 0.7 of the run
+SLOW_BYTE_EVERY_S = 3.0           # one header byte this often
 FRESH_TRIES = 3                   # reads of a confirmed write before it counts as unreadable
 
 
@@ -255,6 +263,9 @@ class Soak:
         self.args = args
         self.duration = args.minutes * 60.0
         self.warmup = min(120.0, 0.2 * self.duration)
+        self.slow_lock = threading.Lock()
+        self.slow_cuts = 0        # slow connections the gateway closed
+        self.slow_408 = 0         # ... of which with a 408 answer
         self.stop_load = threading.Event()
         self.stats = Stats()
         self.ledger = Ledger()
@@ -462,8 +473,10 @@ class Soak:
             self.stop_load.wait(0.5)
 
     def chaos(self):
-        """Redis kills at 1/3 and 2/3, latency spikes every 90 s."""
-        plan = [(self.duration / 3, "redis"), (2 * self.duration / 3, "redis")]
+        """Redis kills at 1/3 and 2/3, a Redis stall at 1/2, latency spikes
+        every 90 s."""
+        plan = [(self.duration / 3, "redis"), (self.duration / 2, "pause"),
+                (2 * self.duration / 3, "redis")]
         t = 45.0
         while t < self.duration - 20:
             plan.append((t, "spike"))
@@ -485,6 +498,12 @@ class Soak:
                         return
                     self.redis.restart()
                     self.event("redis restarted on port %d" % self.redis.port)
+                elif what == "pause":
+                    os.kill(self.redis.proc.pid, signal.SIGSTOP)
+                    self.event("redis stopped (SIGSTOP) for %.0f s" % REDIS_PAUSE_S)
+                    self.stop_load.wait(REDIS_PAUSE_S)
+                    os.kill(self.redis.proc.pid, signal.SIGCONT)
+                    self.event("redis continued")
                 else:
                     episode += 1
                     self.sim.set_faults(1500, 1000, episode)
@@ -497,6 +516,40 @@ class Soak:
                 # requests queued during the episode may still time out in
                 # the queue up to ratelimit.queue_timeout_ms after it
                 window[1] = self.elapsed() + QUEUE_TIMEOUT_MS / 1000.0
+
+    def slow_client(self, idx):
+        """A slowloris: one header byte every SLOW_BYTE_EVERY_S on its own
+        connection, between 0.35 and 0.7 of the run; counts the times the
+        gateway cut it (gateway.header_timeout_ms) and reconnects."""
+        start = max(0.35 * self.duration, self.warmup + 4 * SAMPLE_EVERY_S)
+        end = 0.7 * self.duration
+        while self.elapsed() < start:
+            if self.stop_load.wait(0.5):
+                return
+        line = b"GET /healthz HTTP/1.1\r\nHost: soak\r\nX-Slow: " + b"a" * 4096
+        while self.elapsed() < end and not self.stop_load.is_set():
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.gw.port), timeout=30)
+            except OSError:
+                self.stop_load.wait(1.0)
+                continue
+            with sock:
+                sock.settimeout(SLOW_BYTE_EVERY_S)
+                for i in range(len(line)):
+                    if self.elapsed() >= end or self.stop_load.is_set():
+                        break
+                    try:
+                        sock.sendall(line[i:i + 1])
+                        data = sock.recv(4096)  # waits up to SLOW_BYTE_EVERY_S
+                    except socket.timeout:
+                        continue
+                    except OSError:
+                        data = b""
+                    with self.slow_lock:
+                        self.slow_cuts += 1
+                        if data.startswith(b"HTTP/1.1 408"):
+                            self.slow_408 += 1
+                    break
 
     # ---- verification --------------------------------------------------------
     def verify(self):
@@ -584,6 +637,8 @@ class Soak:
                     for i in range(LOOKUP_THREADS)]
         threads += [threading.Thread(target=self.sync_worker, args=(i,), daemon=True)
                     for i in range(SYNC_THREADS)]
+        threads += [threading.Thread(target=self.slow_client, args=(i,), daemon=True)
+                    for i in range(SLOW_CLIENTS)]
         for t in threads:
             t.start()
         last_report = 0.0
@@ -833,6 +888,12 @@ class Soak:
                 print("  STOP WARNING " + w)
         gw_rc, sim_rc = stopped[0].returncode, stopped[1].returncode
         san = sum(len(st.reports) for st in stopped if st is not None)
+        slow_window = 0.35 * self.duration
+        want_cuts = SLOW_CLIENTS if slow_window >= 30 else 0
+        verdicts.append(("slow clients cut", self.slow_cuts >= want_cuts,
+                         "%d slowloris connections closed by the gateway (%d with 408), "
+                         "%d clients, at least %d expected"
+                         % (self.slow_cuts, self.slow_408, SLOW_CLIENTS, want_cuts)))
         verdicts.append(("no crash", alive and not self.crashes and not problems,
                          "crashes %s, gateway exit %s, sim exit %s, sanitizer reports %d"
                          % (self.crashes or "none", gw_rc, sim_rc, san)))
