@@ -27,17 +27,10 @@ import pytest
 import requests
 
 from leadhelpers import demo_email, is_problem
+from mgw_harness import rss_kb as _rss_kb  # noqa: E402
 
 MIB = 1024 * 1024
 SYNC_OP = "syncMultipleLeads"
-
-
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _open_upload(port, method, path, headers, length, first_bytes):

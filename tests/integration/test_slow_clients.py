@@ -16,16 +16,9 @@ import socket
 import time
 
 import requests
+from mgw_harness import rss_kb as _rss_kb  # noqa: E402
 
 N = 500
-
-
-def _rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_slow_clients_do_not_block_and_are_closed(fresh_sim, gateway_factory):

@@ -16,17 +16,11 @@ import time
 
 import pytest
 
+from mgw_harness import rss_kb  # noqa: E402
+
 pytestmark = pytest.mark.rss
 
 MIB = 1024 * 1024
-
-
-def _rss_mb(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    raise AssertionError("no %s for pid %d" % (field, pid))
 
 
 def _big_body(tag):
@@ -48,7 +42,7 @@ def test_big_sync_peak_and_retained_memory(fresh_sim, gateway_factory):
     bodies = [_big_body(t) for t in "abc"]
     assert 6 * MIB < len(bodies[0]) < 8 * MIB
     assert gw.get("/healthz").status_code == 200
-    base = _rss_mb(gw.proc.pid)
+    base = rss_kb(gw.proc.pid) / 1024.0
 
     out = {}
     _sync(gw, bodies[0], out, 0)
@@ -58,7 +52,7 @@ def test_big_sync_peak_and_retained_memory(fresh_sim, gateway_factory):
     assert doc["failed"] == 10000 and doc["created"] + doc["updated"] + doc["not_sent"] == 0
     assert [x["index"] for x in doc["results"]] == list(range(10000))
     assert all(x["status"] == "FAILED" and "20105" in x["error"] for x in doc["results"])
-    one_peak = _rss_mb(gw.proc.pid, "VmHWM") - base
+    one_peak = rss_kb(gw.proc.pid, "VmHWM") / 1024.0 - base
     print("one 7 MiB sync: peak +%.0f MB" % one_peak)
     assert one_peak < 100, "one 7 MiB sync raised the peak by %.0f MB (was ~200)" % one_peak
 
@@ -69,9 +63,9 @@ def test_big_sync_peak_and_retained_memory(fresh_sim, gateway_factory):
         t.join(timeout=300)
     for i in range(3):
         assert out[i].status_code == 200 and out[i].json()["failed"] == 10000
-    three_peak = _rss_mb(gw.proc.pid, "VmHWM") - base
+    three_peak = rss_kb(gw.proc.pid, "VmHWM") / 1024.0 - base
     time.sleep(1.0)
-    kept = _rss_mb(gw.proc.pid) - base
+    kept = rss_kb(gw.proc.pid) / 1024.0 - base
     print("three at once: peak +%.0f MB, kept +%.0f MB" % (three_peak, kept))
     assert three_peak < 220, "three 7 MiB syncs at once: peak +%.0f MB (was ~460)" % three_peak
     assert kept < 30, "after the syncs ended %.0f MB stayed (was ~160)" % kept

@@ -549,3 +549,26 @@ class Redis(Process):
                 return
             time.sleep(0.1)
         raise RuntimeError("redis-server did not restart on port %d" % self.port)
+
+
+# ---- small measurements shared by the suites ---------------------------------
+
+def rss_kb(pid, field="VmRSS"):
+    """A process's resident memory (or another /proc status field, e.g.
+    VmHWM for the peak) in kB; 0 when the field is missing."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def max_in_window(times_ms, window_ms):
+    """Most arrivals (times in ms, any order) in any rolling window (t - window, t]."""
+    times_ms = sorted(times_ms)
+    worst, lo = 0, 0
+    for hi, t in enumerate(times_ms):
+        while times_ms[lo] <= t - window_ms:
+            lo += 1
+        worst = max(worst, hi - lo + 1)
+    return worst

@@ -7,6 +7,7 @@ Run: REDIS_SERVER=/usr/bin/redis-server GATEWAY_BIN=... SIM_BIN=... \
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from mgw_harness import max_in_window  # noqa: E402
 
 LOOKUP_OP = "getMultipleLeads"
 
@@ -15,16 +16,6 @@ def company(resp):
     leads = resp.json()["leads"]
     assert len(leads) == 1, resp.text
     return leads[0]["attributes"].get("Company")
-
-
-def max_in_window(times, window_ms):
-    """Most arrivals in any rolling window (t - window, t]."""
-    worst, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window_ms:
-            lo += 1
-        worst = max(worst, hi - lo + 1)
-    return worst
 
 
 def test_cache_shared_and_invalidated_across_replicas(gateways, sim):

@@ -10,18 +10,9 @@ never cached).
 """
 import time
 from concurrent.futures import ThreadPoolExecutor
+from mgw_harness import max_in_window  # noqa: E402
 
 LOOKUP_OP = "getMultipleLeads"
-
-
-def max_in_window(times, window_ms):
-    """Most arrivals in any rolling window (t - window, t]."""
-    worst, lo = 0, 0
-    for hi, t in enumerate(times):
-        while times[lo] <= t - window_ms:
-            lo += 1
-        worst = max(worst, hi - lo + 1)
-    return worst
 
 
 def list_page(g, timeout=60):
