@@ -55,7 +55,7 @@ def _hammer(gw, stop, results, idx):
 
 
 def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
-    fresh_sim.faults({"operation": "*", "latency_ms": 300})
+    fresh_sim.faults({"operation": "*", "latency_ms": 1000})
     gw = gateway_factory(fresh_sim.endpoint, {"gateway.drain_timeout_ms": 8000,
                                               "ratelimit.calls_per_window": 1000,
                                               "ratelimit.max_concurrent": 10})
@@ -113,12 +113,13 @@ def test_sigterm_under_load_drains_cleanly(fresh_sim, gateway_factory):
     # drain had begun) at once 503 shutting-down with Retry-After
     assert all(v[0] == 200 or (v[0] == 503 and v[1].endswith("shutting-down") and v[2] == "1")
                for v, t in statuses), sorted(set(v[:3] for v, t in statuses))
-    # a 503 only for a request sent about when the signal went (the client's
-    # clock runs ahead of the server's reading of the request)
+    # the requests in flight at the signal (they waited for the sim's 1 s:
+    # admitted before the drain) finished with 200; a 503 is only ever the
+    # immediate answer to a request that reached the server during the drain
+    in_flight = [v for v, t in statuses if v[3] - t >= 0.9 and v[3] > t0]
+    assert in_flight, "no request was in flight at the signal"
+    assert all(v[0] == 200 for v in in_flight), in_flight[:3]
     assert all(t > t0 - 0.5 for v, t in statuses if v[0] == 503)
-    # the requests in flight at the signal finished with 200
-    finished = [v for v, t in statuses if t < t0 and v[3] > t0]
-    assert finished and all(v[0] == 200 for v in finished), finished[:3]
     assert len(results) > in_flight_before, "requests in flight at SIGTERM completed"
     resets = [v for k, v, t in results if k in ("reset", "error")]
     assert not resets, resets[:3]
