@@ -128,7 +128,7 @@ out:
 static int cmd_envelope_get(const tr_opts *o)
 {
     soap_auth auth = {.user_id = o->user, .encryption_key = o->key, .timestamp = NULL};
-    soap_get_multiple p;
+    mkto_query p;
     const char *keys[1];
     char *env = NULL;
     size_t len = 0;
@@ -137,13 +137,13 @@ static int cmd_envelope_get(const tr_opts *o)
     memset(&p, 0, sizeof p);
     if (o->email != NULL) {
         keys[0] = o->email;
-        p.kind = SOAP_SEL_KEYS;
-        p.key_type = SOAP_KEY_EMAIL;
+        p.kind = MKTO_SEL_KEYS;
+        p.key_type = MKTO_KEY_EMAIL;
         p.keys = keys;
         p.nkeys = 1;
         p.batch_size = SOAP_MAX_BATCH_SIZE;
     } else {
-        p.kind = SOAP_SEL_STATIC_LIST;
+        p.kind = MKTO_SEL_STATIC_LIST;
         p.list_name = o->list;
         p.batch_size = (int)o->batch;
     }
@@ -163,8 +163,8 @@ static int cmd_envelope_sync(const tr_opts *o)
     enum { NATTR = 3 };
     soap_auth auth = {.user_id = o->user, .encryption_key = o->key, .timestamp = NULL};
     size_t n = (size_t)o->count;
-    soap_lead *leads = calloc(n, sizeof *leads);
-    soap_attr *attrs = calloc(n * NATTR, sizeof *attrs);
+    mkto_lead *leads = calloc(n, sizeof *leads);
+    mkto_attr *attrs = calloc(n * NATTR, sizeof *attrs);
     char *strings = calloc(n, 4 * 96);
     char *env = NULL;
     size_t len = 0;
@@ -180,10 +180,10 @@ static int cmd_envelope_sync(const tr_opts *o)
         snprintf(s + 96, 96, "First%ld", idx);
         snprintf(s + 192, 96, "Last%ld", idx);
         snprintf(s + 288, 96, "Company %ld", idx % 100);
-        soap_attr *a = attrs + i * NATTR;
-        a[0] = (soap_attr){.name = (char *)"FirstName", .type = NULL, .value = s + 96};
-        a[1] = (soap_attr){.name = (char *)"LastName", .type = NULL, .value = s + 192};
-        a[2] = (soap_attr){.name = (char *)"Company", .type = NULL, .value = s + 288};
+        mkto_attr *a = attrs + i * NATTR;
+        a[0] = (mkto_attr){.name = (char *)"FirstName", .type = NULL, .value = s + 96};
+        a[1] = (mkto_attr){.name = (char *)"LastName", .type = NULL, .value = s + 192};
+        a[2] = (mkto_attr){.name = (char *)"Company", .type = NULL, .value = s + 288};
         leads[i].email = s;
         leads[i].attrs = a;
         leads[i].nattrs = NATTR;
@@ -215,8 +215,8 @@ __attribute__((noinline)) int bench_parse_once(const char *buf, size_t len)
  * Returns the length of the JSON text, 0 on failure. */
 __attribute__((noinline)) size_t bench_translate_once(const char *buf, size_t len)
 {
-    soap_leads_result res;
-    soap_fault fault;
+    mkto_leads res;
+    mkto_fault fault;
     soap_err err;
     json_t *page = NULL, *arr = NULL;
     char *text = NULL;
@@ -244,8 +244,8 @@ out:
     free(text);
     json_decref(page);
     json_decref(arr);
-    soap_leads_result_clear(&res);
-    soap_fault_clear(&fault);
+    mkto_leads_clear(&res);
+    mkto_fault_clear(&fault);
     return out;
 }
 
@@ -273,8 +273,8 @@ static int cmd_bench(const tr_opts *o)
     }
     /* Check the input once: a 200 getMultipleLeads page, and count it. */
     {
-        soap_leads_result res;
-        soap_fault fault;
+        mkto_leads res;
+        mkto_fault fault;
         soap_err err;
         memset(&res, 0, sizeof res);
         memset(&fault, 0, sizeof fault);
@@ -283,8 +283,8 @@ static int cmd_bench(const tr_opts *o)
         nleads = res.nleads;
         for (size_t i = 0; i < res.nleads; i++)
             nattrs += res.leads[i].nattrs;
-        soap_leads_result_clear(&res);
-        soap_fault_clear(&fault);
+        mkto_leads_clear(&res);
+        mkto_fault_clear(&fault);
         if (prc != SOAP_OK) {
             fprintf(stderr, "translate: %s is not a getMultipleLeads response\n", o->file);
             goto out;

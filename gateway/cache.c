@@ -61,7 +61,7 @@ struct cache_entry {
 struct key_node {
     key_node *hnext;         /* next node in the hash bucket */
     uint64_t hash;           /* hash of (type, value) */
-    soap_key_type type;      /* key type */
+    mkto_key_type type;      /* key type */
     cache_entry *variants;   /* entries of this key; never empty while the node exists */
     size_t len;              /* strlen(value) */
     char value[];            /* key value, NUL-terminated */
@@ -117,7 +117,7 @@ static uint64_t mix64(uint64_t h)
 }
 
 /* Seeded FNV-1a over the key type and the value, then mixed. */
-static uint64_t hash_key(const local_cache *c, soap_key_type t, const char *v, size_t len)
+static uint64_t hash_key(const local_cache *c, mkto_key_type t, const char *v, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ULL ^ c->seed;
     h = (h ^ (uint64_t)t) * 0x100000001b3ULL;
@@ -182,7 +182,7 @@ static void ids_maybe_grow(local_cache *c)
 }
 
 /* The key node of (t, v), or NULL; h is hash_key() of it. */
-static key_node *key_find(const local_cache *c, soap_key_type t, const char *v, size_t len,
+static key_node *key_find(const local_cache *c, mkto_key_type t, const char *v, size_t len,
                           uint64_t h)
 {
     for (key_node *k = c->keys[h & (c->nkey_buckets - 1)]; k != NULL; k = k->hnext) {
@@ -308,7 +308,7 @@ static int link_id(local_cache *c, id_link *l, int64_t id)
 
 /* Builds and links one entry; replaces an existing variant of the same
  * field set. Returns 0 or -1 (no memory; nothing half-linked remains). */
-static int store_one(local_cache *c, soap_key_type t, const char *fieldset,
+static int store_one(local_cache *c, mkto_key_type t, const char *fieldset,
                      const gw_cache_put *it, int64_t now)
 {
     int64_t ttl = strcmp(it->json, "[]") == 0 ? c->neg_ttl_ms : c->ttl_ms;
@@ -398,7 +398,7 @@ static int store_one(local_cache *c, soap_key_type t, const char *fieldset,
 
 /* ---- operations --------------------------------------------------------------- */
 
-static int local_get_many(gw_cache *gc, soap_key_type t, const char *fieldset,
+static int local_get_many(gw_cache *gc, mkto_key_type t, const char *fieldset,
                           const char *const *values, size_t n, char **out, uint64_t *epoch)
 {
     local_cache *c = (local_cache *)gc;
@@ -435,7 +435,7 @@ static int local_get_many(gw_cache *gc, soap_key_type t, const char *fieldset,
     return 0;
 }
 
-static int local_put_many(gw_cache *gc, soap_key_type t, const char *fieldset,
+static int local_put_many(gw_cache *gc, mkto_key_type t, const char *fieldset,
                           const gw_cache_put *items, size_t n, uint64_t epoch)
 {
     local_cache *c = (local_cache *)gc;
@@ -593,14 +593,14 @@ uint64_t gw_cache_local_epoch(gw_cache *gc)
     return e;
 }
 
-int gw_cache_normalize(soap_key_type t, const char *value, char *out, size_t outlen)
+int gw_cache_normalize(mkto_key_type t, const char *value, char *out, size_t outlen)
 {
     if (value == NULL || out == NULL)
         return -1;
     size_t len = strlen(value);
     if (len >= outlen)
         return -1;
-    int lower = t == SOAP_KEY_EMAIL || t == SOAP_KEY_LEADOWNEREMAIL;
+    int lower = t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL;
     for (size_t i = 0; i < len; i++) {
         char ch = value[i];
         if (lower && ch >= 'A' && ch <= 'Z')

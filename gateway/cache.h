@@ -44,7 +44,7 @@ typedef struct gw_cache_put {
 
 /* One key to invalidate. */
 typedef struct gw_cache_key {
-    soap_key_type type;  /* key type */
+    mkto_key_type type;  /* key type */
     const char *value;   /* key value (normalised) */
 } gw_cache_key;
 
@@ -54,11 +54,11 @@ typedef struct gw_cache_ops {
      * gets a malloc'd NUL-terminated JSON text (caller frees) or NULL on a
      * miss. *epoch gets the epoch to pass to put_many. Returns 0, or -1 when
      * the backend is unavailable (every out[i] NULL: the caller bypasses). */
-    int (*get_many)(gw_cache *c, soap_key_type t, const char *fieldset,
+    int (*get_many)(gw_cache *c, mkto_key_type t, const char *fieldset,
                     const char *const *values, size_t n, char **out, uint64_t *epoch);
     /* Stores n entries (TTL, or negative TTL for "[]") unless the epoch has
      * moved since *epoch was read. Returns 0 stored, 1 skipped (stale), -1 error. */
-    int (*put_many)(gw_cache *c, soap_key_type t, const char *fieldset,
+    int (*put_many)(gw_cache *c, mkto_key_type t, const char *fieldset,
                     const gw_cache_put *items, size_t n, uint64_t epoch);
     /* Drops every variant of the keys and every entry holding one of ids;
      * advances the epoch (even with nothing to drop). Returns 0, or -1 when
@@ -106,6 +106,6 @@ uint64_t gw_cache_local_epoch(gw_cache *c);
 /* Writes the cache form of a key value into out (size outlen): e-mail key
  * types lower-cased (Marketo matches them case-insensitively), others as is.
  * Returns 0, or -1 if it does not fit. */
-int gw_cache_normalize(soap_key_type t, const char *value, char *out, size_t outlen);
+int gw_cache_normalize(mkto_key_type t, const char *value, char *out, size_t outlen);
 
 #endif /* GW_CACHE_H */

@@ -116,7 +116,7 @@ static json_t *parse_bool(const char *v)
     return NULL;
 }
 
-json_t *gw_attr_to_json(const soap_attr *a)
+json_t *gw_attr_to_json(const mkto_attr *a)
 {
     if (a == NULL || a->value == NULL)
         return json_null();
@@ -132,7 +132,7 @@ json_t *gw_attr_to_json(const soap_attr *a)
     return j != NULL ? j : safe_string(a->value);
 }
 
-json_t *gw_lead_to_json(const soap_lead *l)
+json_t *gw_lead_to_json(const mkto_lead *l)
 {
     json_t *obj = json_object();
     json_t *attrs = json_object();
@@ -145,7 +145,7 @@ json_t *gw_lead_to_json(const soap_lead *l)
         json_object_set_new_nocheck(obj, "foreignSysType", string_or_null(l->foreign_sys_type)))
         goto fail;
     for (size_t i = 0; i < l->nattrs; i++) {
-        const soap_attr *a = &l->attrs[i];
+        const mkto_attr *a = &l->attrs[i];
         if (a->name == NULL)
             continue;
         json_t *v = gw_attr_to_json(a);
@@ -236,7 +236,7 @@ static void format_real(double d, char *buf, size_t len)
 
 /* Converts one attribute value to its string form into a->value. Returns
  * 0, or -1 with err filled. */
-static int attr_value(json_t *v, size_t li, const char *name, soap_attr *a, char *err,
+static int attr_value(json_t *v, size_t li, const char *name, mkto_attr *a, char *err,
                       size_t errlen)
 {
     char buf[64];
@@ -306,7 +306,7 @@ static int key_string(json_t *v, size_t li, const char *member, char **dst, char
 }
 
 /* Validates lead li of the body into l. Returns 0, or -1 with err filled. */
-static int parse_lead(json_t *jl, size_t li, soap_lead *l, char *err, size_t errlen)
+static int parse_lead(json_t *jl, size_t li, mkto_lead *l, char *err, size_t errlen)
 {
     if (!json_is_object(jl))
         return fail(err, errlen, "leads[%zu]: must be an object", li);
@@ -367,7 +367,7 @@ static int parse_lead(json_t *jl, size_t li, soap_lead *l, char *err, size_t err
                             "leads[%zu].attributes: invalid attribute name (letters, digits "
                             "and _ only, 1 to 64)",
                             li);
-            soap_attr *a = &l->attrs[l->nattrs];
+            mkto_attr *a = &l->attrs[l->nattrs];
             a->name = strdup(name);
             if (a->name == NULL)
                 return fail(err, errlen, "out of memory");
@@ -450,7 +450,7 @@ static int expect(const char *body, size_t len, size_t *i, char c, char *err, si
 }
 
 /* Appends lead li's place in the body (and its id) to out->spans. */
-static int add_span(gw_sync_body *out, size_t off, size_t n, const soap_lead *l, char *err,
+static int add_span(gw_sync_body *out, size_t off, size_t n, const mkto_lead *l, char *err,
                     size_t errlen)
 {
     if (out->nleads == out->cap) {
@@ -498,13 +498,13 @@ static int scan_leads(const char *body, size_t len, size_t *i, size_t max_leads,
             json_decref(jl);
             return fail(err, errlen, "leads: at most %zu leads per request", max_leads);
         }
-        soap_lead l;
+        mkto_lead l;
         memset(&l, 0, sizeof l);
         int rc = parse_lead(jl, out->nleads, &l, err, errlen);
         json_decref(jl);
         if (rc == 0)
             rc = add_span(out, start, *i - start, &l, err, errlen);
-        soap_lead_clear(&l);
+        mkto_lead_clear(&l);
         if (rc != 0)
             return -1;
         *i = skip_ws(body, len, *i);
@@ -620,7 +620,7 @@ out:
 }
 
 int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, size_t n,
-                       soap_lead *out, char *err, size_t errlen)
+                       mkto_lead *out, char *err, size_t errlen)
 {
     size_t done = 0;
     for (; done < n && first + done < b->nleads; done++) {
@@ -632,7 +632,7 @@ int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, si
         json_decref(jl);
         if (rc != 0) {
             for (size_t k = 0; k <= done; k++)
-                soap_lead_clear(&out[k]);
+                mkto_lead_clear(&out[k]);
             return -1;
         }
     }
@@ -674,7 +674,7 @@ void gw_sync_request_clear(gw_sync_request *r)
     if (r == NULL)
         return;
     for (size_t i = 0; i < r->nleads; i++)
-        soap_lead_clear(&r->leads[i]);
+        mkto_lead_clear(&r->leads[i]);
     free(r->leads);
     memset(r, 0, sizeof(*r));
 }

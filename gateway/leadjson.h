@@ -18,10 +18,10 @@
 #include "soap/soap.h"
 
 /* New reference to the JSON object of one lead, or NULL on no memory. */
-json_t *gw_lead_to_json(const soap_lead *l);
+json_t *gw_lead_to_json(const mkto_lead *l);
 
 /* New reference to one typed attribute value. */
-json_t *gw_attr_to_json(const soap_attr *a);
+json_t *gw_attr_to_json(const mkto_attr *a);
 
 /* Largest sync body gw_sync_request_parse() accepts, bytes. */
 #define GW_SYNC_MAX_BODY (32u * 1024u * 1024u)
@@ -30,7 +30,7 @@ json_t *gw_attr_to_json(const soap_attr *a);
 
 /* A parsed POST /leads/sync body. */
 typedef struct gw_sync_request {
-    soap_lead *leads;  /* in input order; attrs carry string values, type NULL */
+    mkto_lead *leads;  /* in input order; attrs carry string values, type NULL */
     size_t nleads;     /* entries in leads */
     bool dedup;        /* "dedup" (default true) */
 } gw_sync_request;
@@ -75,7 +75,7 @@ int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_bo
  * out[0..n), which must be zeroed. Returns 0, or -1 (no memory) with
  * out cleared. */
 int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, size_t n,
-                       soap_lead *out, char *err, size_t errlen);
+                       mkto_lead *out, char *err, size_t errlen);
 
 /* Frees the spans; leaves b empty. */
 void gw_sync_body_clear(gw_sync_body *b);

@@ -219,12 +219,12 @@ static int append_unique(json_t *out, json_t *leads, int64_t **seen, size_t *nse
 
 /* The JSON object of lead l as the client asked for it (the mapping
  * attribute removed when only added for matching). NULL on no memory. */
-static json_t *lead_json(const lk_state *st, const soap_lead *l)
+static json_t *lead_json(const lk_state *st, const mkto_lead *l)
 {
     json_t *o = gw_lead_to_json(l);
     if (o && st->strip_map_attr) {
         json_t *attrs = json_object_get(o, "attributes");
-        const char *an = soap_key_type_attr(st->sel.key_type);
+        const char *an = mkto_key_type_attr(st->sel.key_type);
         if (json_is_object(attrs) && an)
             json_object_del(attrs, an);
     }
@@ -233,10 +233,10 @@ static json_t *lead_json(const lk_state *st, const soap_lead *l)
 
 /* Files the leads of chunk c's finished job under the keys they match.
  * Returns 0 or -1 on no memory. */
-static int file_chunk_leads(lk_state *st, lk_chunk *c, const soap_leads_result *res)
+static int file_chunk_leads(lk_state *st, lk_chunk *c, const mkto_leads *res)
 {
     for (size_t i = 0; i < res->nleads; i++) {
-        const soap_lead *l = &res->leads[i];
+        const mkto_lead *l = &res->leads[i];
         json_t *o = lead_json(st, l);
         if (!o)
             return -1;
@@ -438,7 +438,7 @@ static void fill_key_job(gw_req *r, lk_state *st, gw_job *j, lk_chunk *c)
 {
     memset(j, 0, sizeof *j);
     j->kind = GW_CALL_GET_MULTIPLE;
-    j->get.kind = SOAP_SEL_KEYS;
+    j->get.kind = MKTO_SEL_KEYS;
     j->get.key_type = st->sel.key_type;
     j->get.keys = c->keys;
     j->get.nkeys = c->n;
@@ -492,8 +492,8 @@ static void no_match_is_empty(gw_job *j)
 {
     if (j->outcome != GW_OUT_FAULT || j->fault.code != 20103)
         return;
-    soap_fault_clear(&j->fault);
-    soap_leads_result_clear(&j->leads);
+    mkto_fault_clear(&j->fault);
+    mkto_leads_clear(&j->leads);
     j->outcome = GW_OUT_OK;
 }
 
@@ -672,7 +672,7 @@ static void serve_keys(gw_req *r, lk_state *st)
     }
 
     /* ---- includeAttributes ---- */
-    const char *map_attr = soap_key_type_attr(sel->key_type);
+    const char *map_attr = mkto_key_type_attr(sel->key_type);
     if (sel->fields && sel->nfields > 0) {
         st->attrs = calloc(sel->nfields + 1, sizeof *st->attrs);
         if (!st->attrs)
@@ -742,7 +742,7 @@ static int submit_page(gw_req *r, lk_state *st, int want)
     const gw_selector *sel = &st->sel;
     j->kind = GW_CALL_GET_MULTIPLE;
     j->get.kind = sel->kind;
-    if (sel->kind == SOAP_SEL_STATIC_LIST) {
+    if (sel->kind == MKTO_SEL_STATIC_LIST) {
         j->get.list_name = sel->list_name;
         j->get.list_id = sel->list_id;
     } else {
@@ -775,7 +775,7 @@ static void reply_page(gw_req *r, lk_state *st, bool more, int64_t wo, const cha
         gw_cursor c = {
             .binding = st->binding,
             .stream_position = (char *)(sp ? sp : ""),
-            .window_oldest = st->sel.kind == SOAP_SEL_UPDATED_AT ? wo : 0,
+            .window_oldest = st->sel.kind == MKTO_SEL_UPDATED_AT ? wo : 0,
             .expires_at = (int64_t)time(NULL) + app->cfg->cursor_ttl_seconds,
         };
         tok = gw_cursor_encode(&app->cursor_key, &c);
@@ -808,7 +808,7 @@ static void page_on_resume(gw_req *r)
     const gw_config *cfg = gw_req_app(r)->cfg;
     count_calls(st);
     gw_job *j = &st->jobs[0];
-    if (st->sel.kind == SOAP_SEL_UPDATED_AT)
+    if (st->sel.kind == MKTO_SEL_UPDATED_AT)
         no_match_is_empty(j); /* an empty window; a missing list stays 404 */
     if (j->outcome != GW_OUT_OK) {
         if (json_array_size(st->page) > 0) {
@@ -847,7 +847,7 @@ static void page_on_resume(gw_req *r)
         return;
     }
     /* This window (or the list) is exhausted. */
-    if (st->sel.kind == SOAP_SEL_UPDATED_AT && window_end(st, st->wo) < st->until) {
+    if (st->sel.kind == MKTO_SEL_UPDATED_AT && window_end(st, st->wo) < st->until) {
         int64_t next = window_end(st, st->wo) + 1;
         int have = (int)json_array_size(st->page);
         int64_t deadline = gw_req_start_ms(r) + cfg->request_timeout_ms;
@@ -875,14 +875,14 @@ static bool selector_agrees(const gw_selector *req, const gw_selector *cur)
     if (req->has_selector) {
         if (req->kind != cur->kind)
             return false;
-        if (req->kind == SOAP_SEL_STATIC_LIST) {
+        if (req->kind == MKTO_SEL_STATIC_LIST) {
             if (req->list_id != cur->list_id)
                 return false;
             if ((req->list_name == NULL) != (cur->list_name == NULL))
                 return false;
             if (req->list_name && strcmp(req->list_name, cur->list_name) != 0)
                 return false;
-        } else if (req->kind == SOAP_SEL_UPDATED_AT) {
+        } else if (req->kind == MKTO_SEL_UPDATED_AT) {
             if (req->updated_since != cur->updated_since)
                 return false;
             if (req->updated_until != 0 && req->updated_until != cur->updated_until)
@@ -923,7 +923,7 @@ static void serve_page(gw_req *r, lk_state *st)
         }
         gw_selector bound = {0};
         if (gw_query_parse_string(c.binding, &app->qlimits, &bound, err, sizeof err) != 0 ||
-            bound.kind == SOAP_SEL_KEYS || bound.cursor) {
+            bound.kind == MKTO_SEL_KEYS || bound.cursor) {
             gw_selector_clear(&bound);
             gw_cursor_clear(&c);
             bad_request(r, "invalid cursor");
@@ -943,11 +943,11 @@ static void serve_page(gw_req *r, lk_state *st)
         c.stream_position = NULL;
         st->until = st->sel.updated_until;
         st->wo = c.window_oldest;
-        if (st->sel.kind == SOAP_SEL_UPDATED_AT && st->wo < st->sel.updated_since)
+        if (st->sel.kind == MKTO_SEL_UPDATED_AT && st->wo < st->sel.updated_since)
             st->wo = st->sel.updated_since;
         gw_cursor_clear(&c);
     } else {
-        if (st->sel.kind == SOAP_SEL_UPDATED_AT) {
+        if (st->sel.kind == MKTO_SEL_UPDATED_AT) {
             if (st->sel.updated_until == 0)
                 st->sel.updated_until = (int64_t)time(NULL);
             st->until = st->sel.updated_until;
@@ -968,7 +968,7 @@ static void serve_page(gw_req *r, lk_state *st)
         no_memory(r);
         return;
     }
-    if (st->sel.kind == SOAP_SEL_UPDATED_AT && st->wo > st->until) {
+    if (st->sel.kind == MKTO_SEL_UPDATED_AT && st->wo > st->until) {
         /* an empty range (since after until, or after now) */
         reply_page(r, st, false, 0, NULL, 0);
         return;
@@ -1010,7 +1010,7 @@ static void serve_query(gw_req *r, const char *const *names, const char *const *
                        "staticList, staticListId, updatedSince");
         return;
     }
-    if (st->sel.has_selector && st->sel.kind == SOAP_SEL_KEYS) {
+    if (st->sel.has_selector && st->sel.kind == MKTO_SEL_KEYS) {
         serve_keys(r, st);
         return;
     }

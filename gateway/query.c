@@ -55,19 +55,19 @@ typedef enum param_kind {
 typedef struct param_def {
     const char *name;  /* query parameter name */
     param_kind kind;   /* what it is */
-    soap_key_type key; /* P_KEY: the key type */
+    mkto_key_type key; /* P_KEY: the key type */
 } param_def;
 
 static const param_def params[] = {
-    {"id", P_KEY, SOAP_KEY_IDNUM},
-    {"cookie", P_KEY, SOAP_KEY_COOKIE},
-    {"email", P_KEY, SOAP_KEY_EMAIL},
-    {"leadOwnerEmail", P_KEY, SOAP_KEY_LEADOWNEREMAIL},
-    {"sfdcAccountId", P_KEY, SOAP_KEY_SFDCACCOUNTID},
-    {"sfdcContactId", P_KEY, SOAP_KEY_SFDCCONTACTID},
-    {"sfdcLeadId", P_KEY, SOAP_KEY_SFDCLEADID},
-    {"sfdcLeadOwnerId", P_KEY, SOAP_KEY_SFDCLEADOWNERID},
-    {"sfdcOpptyId", P_KEY, SOAP_KEY_SFDCOPPTYID},
+    {"id", P_KEY, MKTO_KEY_IDNUM},
+    {"cookie", P_KEY, MKTO_KEY_COOKIE},
+    {"email", P_KEY, MKTO_KEY_EMAIL},
+    {"leadOwnerEmail", P_KEY, MKTO_KEY_LEADOWNEREMAIL},
+    {"sfdcAccountId", P_KEY, MKTO_KEY_SFDCACCOUNTID},
+    {"sfdcContactId", P_KEY, MKTO_KEY_SFDCCONTACTID},
+    {"sfdcLeadId", P_KEY, MKTO_KEY_SFDCLEADID},
+    {"sfdcLeadOwnerId", P_KEY, MKTO_KEY_SFDCLEADOWNERID},
+    {"sfdcOpptyId", P_KEY, MKTO_KEY_SFDCOPPTYID},
     {"staticList", P_STATIC_LIST, 0},
     {"staticListId", P_STATIC_LIST_ID, 0},
     {"updatedSince", P_UPDATED_SINCE, 0},
@@ -77,7 +77,7 @@ static const param_def params[] = {
     {"cursor", P_CURSOR, 0},
 };
 
-const char *gw_key_param_name(soap_key_type t)
+const char *gw_key_param_name(mkto_key_type t)
 {
     for (size_t i = 0; i < sizeof(params) / sizeof(params[0]); i++) {
         if (params[i].kind == P_KEY && params[i].key == t)
@@ -271,7 +271,7 @@ static int add_key_items(const param_def *d, const char *value, const gw_query_l
 
         char raw[GW_QUERY_MAX_VALUE + 1];
         char norm[GW_QUERY_MAX_VALUE + 1];
-        if (d->key == SOAP_KEY_IDNUM) {
+        if (d->key == MKTO_KEY_IDNUM) {
             int64_t id;
             if (parse_pos_int(item, len, &id) != 0)
                 return fail(err, errlen,
@@ -572,7 +572,7 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
     if (selector != NULL) {
         switch (selector->kind) {
         case P_KEY:
-            out->kind = SOAP_SEL_KEYS;
+            out->kind = MKTO_SEL_KEYS;
             out->key_type = selector->key;
             out->keys = ks.keys;
             out->nkeys = ks.n;
@@ -581,10 +581,10 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
             break;
         case P_STATIC_LIST:
         case P_STATIC_LIST_ID:
-            out->kind = SOAP_SEL_STATIC_LIST;
+            out->kind = MKTO_SEL_STATIC_LIST;
             break;
         default:
-            out->kind = SOAP_SEL_UPDATED_AT;
+            out->kind = MKTO_SEL_UPDATED_AT;
             break;
         }
     }
@@ -742,7 +742,7 @@ static void time_into(int64_t t, char *buf, size_t *o)
 
 char *gw_selector_binding(const gw_selector *s)
 {
-    if (s == NULL || !s->has_selector || s->kind == SOAP_SEL_KEYS)
+    if (s == NULL || !s->has_selector || s->kind == MKTO_SEL_KEYS)
         return NULL;
     size_t cap = 128 + (s->list_name != NULL ? 3 * strlen(s->list_name) : 0) +
                  (s->fieldset != NULL ? strlen(s->fieldset) : 0);
@@ -750,7 +750,7 @@ char *gw_selector_binding(const gw_selector *s)
     if (buf == NULL)
         return NULL;
     size_t o = 0;
-    if (s->kind == SOAP_SEL_STATIC_LIST) {
+    if (s->kind == MKTO_SEL_STATIC_LIST) {
         if (s->list_name != NULL) {
             memcpy(buf, "staticList=", 11);
             o = 11;
@@ -785,7 +785,7 @@ static bool str_eq(const char *a, const char *b)
 
 bool gw_selector_cursor_compatible(const gw_selector *req, const gw_selector *bound)
 {
-    if (req == NULL || bound == NULL || !bound->has_selector || bound->kind == SOAP_SEL_KEYS)
+    if (req == NULL || bound == NULL || !bound->has_selector || bound->kind == MKTO_SEL_KEYS)
         return false;
     if (req->has_selector) {
         if (req->kind != bound->kind || !str_eq(req->list_name, bound->list_name) ||

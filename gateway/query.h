@@ -24,8 +24,8 @@ typedef struct gw_query_limits {
 } gw_query_limits;
 
 typedef struct gw_selector {
-    soap_selector_kind kind;  /* keys, static list, or updated-at */
-    soap_key_type key_type;   /* SEL_KEYS: which of the nine */
+    mkto_selector_kind kind;  /* keys, static list, or updated-at */
+    mkto_key_type key_type;   /* SEL_KEYS: which of the nine */
     char **keys;              /* SEL_KEYS: values, in request order, duplicates removed */
     size_t nkeys;             /* SEL_KEYS: entries in keys */
     char *list_name;          /* SEL_STATIC_LIST by name, or NULL */
@@ -58,7 +58,7 @@ char *gw_selector_binding(const gw_selector *s);
 
 /* Query parameter name of a key type ("email", "id", "cookie",
  * "leadOwnerEmail", "sfdcAccountId", ...). Static storage. */
-const char *gw_key_param_name(soap_key_type t);
+const char *gw_key_param_name(mkto_key_type t);
 
 /* Whether a request carrying a cursor is compatible with the selector the
  * cursor was bound to (bound: gw_query_parse_string() of the cursor's

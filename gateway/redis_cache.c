@@ -184,9 +184,9 @@ static char *cat3(const char *a, const char *b, const char *c)
 }
 
 /* "<prefix>c:<TYPE>:" for a key type; NULL on a bad type or no memory. */
-static char *hash_key(const redis_cache *rc, soap_key_type t, const char *value)
+static char *hash_key(const redis_cache *rc, mkto_key_type t, const char *value)
 {
-    const char *tn = soap_key_type_name(t);
+    const char *tn = mkto_key_type_name(t);
     if (tn == NULL || value == NULL)
         return NULL;
     char head[64];
@@ -501,7 +501,7 @@ static void *replayer_main(void *arg)
 
 /* ---- gw_cache_ops ----------------------------------------------------------- */
 
-static int rc_get_many(gw_cache *c, soap_key_type t, const char *fieldset,
+static int rc_get_many(gw_cache *c, mkto_key_type t, const char *fieldset,
                        const char *const *values, size_t n, char **out, uint64_t *epoch)
 {
     redis_cache *rc = (redis_cache *)c;
@@ -553,7 +553,7 @@ out:
     return 0;
 }
 
-static int rc_put_many(gw_cache *c, soap_key_type t, const char *fieldset,
+static int rc_put_many(gw_cache *c, mkto_key_type t, const char *fieldset,
                        const gw_cache_put *items, size_t n, uint64_t epoch)
 {
     redis_cache *rc = (redis_cache *)c;
@@ -642,7 +642,7 @@ static int rc_invalidate(gw_cache *c, const gw_cache_key *keys, size_t nkeys,
     for (size_t i = 0; i < nids; i++) {
         char num[24];
         snprintf(num, sizeof num, "%lld", (long long)ids[i]);
-        if ((hashes[nkeys + i] = hash_key(rc, SOAP_KEY_IDNUM, num)) == NULL ||
+        if ((hashes[nkeys + i] = hash_key(rc, MKTO_KEY_IDNUM, num)) == NULL ||
             (idsets[i] = cat3(gw_redis_prefix(rc->r), "id:", num)) == NULL)
             goto out;
     }

@@ -69,7 +69,7 @@ typedef struct sy_state {
     size_t batch;             /* leads per batch */
     size_t wave;              /* batches per wave */
     size_t first;             /* index of the current wave's first lead */
-    soap_lead *leads;         /* the current wave's leads, converted (owned) */
+    mkto_lead *leads;         /* the current wave's leads, converted (owned) */
     size_t nleads;            /* entries in leads */
     gw_job *jobs;             /* the current wave's batches (owned, wave entries) */
     size_t njobs;             /* batches in the current wave */
@@ -91,7 +91,7 @@ static void wave_free(sy_state *st)
     }
     st->njobs = 0;
     for (size_t i = 0; i < st->nleads; i++)
-        soap_lead_clear(&st->leads[i]);
+        mkto_lead_clear(&st->leads[i]);
     st->nleads = 0;
 }
 
@@ -139,7 +139,7 @@ static const char *not_sent_reason(const gw_job *j)
 
 /* Adds one key to the invalidation list (normalised; skipped when too long
  * or empty). keys/vals have room for every call made by collect_keys. */
-static void add_key(gw_cache_key *keys, char **vals, size_t *n, soap_key_type t,
+static void add_key(gw_cache_key *keys, char **vals, size_t *n, mkto_key_type t,
                     const char *value)
 {
     char buf[SY_KEY_MAX];
@@ -189,24 +189,24 @@ static sy_inval invalidate_cache(gw_req *r, sy_state *st)
     }
     char idbuf[24];
     for (size_t i = 0; i < nl; i++) {
-        const soap_lead *l = &st->leads[i];
-        add_key(keys, vals, &nk, SOAP_KEY_EMAIL, l->email);
+        const mkto_lead *l = &st->leads[i];
+        add_key(keys, vals, &nk, MKTO_KEY_EMAIL, l->email);
         if (l->has_id) {
             snprintf(idbuf, sizeof idbuf, "%lld", (long long)l->id);
-            add_key(keys, vals, &nk, SOAP_KEY_IDNUM, idbuf);
+            add_key(keys, vals, &nk, MKTO_KEY_IDNUM, idbuf);
             ids[ni++] = l->id;
         }
         for (size_t a = 0; a < l->nattrs; a++) {
-            for (int t = 0; t < SOAP_KEY__COUNT; t++) {
-                const char *an = soap_key_type_attr((soap_key_type)t);
+            for (int t = 0; t < MKTO_KEY__COUNT; t++) {
+                const char *an = mkto_key_type_attr((mkto_key_type)t);
                 if (an && strcmp(an, l->attrs[a].name) == 0) {
-                    add_key(keys, vals, &nk, (soap_key_type)t, l->attrs[a].value);
+                    add_key(keys, vals, &nk, (mkto_key_type)t, l->attrs[a].value);
                     break;
                 }
             }
             /* an attribute named Email changes the e-mail key too */
             if (strcmp(l->attrs[a].name, "Email") == 0)
-                add_key(keys, vals, &nk, SOAP_KEY_EMAIL, l->attrs[a].value);
+                add_key(keys, vals, &nk, MKTO_KEY_EMAIL, l->attrs[a].value);
         }
     }
     for (size_t b = 0; b < st->njobs; b++) {
@@ -217,11 +217,11 @@ static sy_inval invalidate_cache(gw_req *r, sy_state *st)
             int64_t lid = j->sync.statuses[k].lead_id;
             if (lid <= 0)
                 continue;
-            const soap_lead *l = &j->sync_leads[k];
+            const mkto_lead *l = &j->sync_leads[k];
             if (l->has_id && l->id == lid)
                 continue; /* already listed */
             snprintf(idbuf, sizeof idbuf, "%lld", (long long)lid);
-            add_key(keys, vals, &nk, SOAP_KEY_IDNUM, idbuf);
+            add_key(keys, vals, &nk, MKTO_KEY_IDNUM, idbuf);
             ids[ni++] = lid;
         }
     }
@@ -258,15 +258,15 @@ static json_t *result_for(size_t idx, int64_t in_id, const gw_job *j, size_t k,
 
     if (j->outcome == GW_OUT_OK) {
         if (k < j->sync.nstatuses) {
-            const soap_sync_status *s = &j->sync.statuses[k];
+            const mkto_sync_status *s = &j->sync.statuses[k];
             if (s->lead_id > 0)
                 id = s->lead_id;
             switch (s->state) {
-            case SOAP_SYNC_CREATED:
+            case MKTO_SYNC_CREATED:
                 status = "CREATED";
                 (*created)++;
                 break;
-            case SOAP_SYNC_UPDATED:
+            case MKTO_SYNC_UPDATED:
                 status = "UPDATED";
                 (*updated)++;
                 break;

@@ -63,7 +63,7 @@ typedef struct gw_call {
     gw_job **members;              /* every job the call serves, job first (owned array) */
     size_t nmembers;               /* entries in members */
     size_t capmembers;             /* allocated entries of members */
-    soap_get_multiple get;         /* GET_MULTIPLE: what goes on the wire (keys -> keys below) */
+    mkto_query get;         /* GET_MULTIPLE: what goes on the wire (keys -> keys below) */
     const char *keys[SOAP_MAX_KEYS_PER_CALL]; /* key calls: distinct keys of all members
                                     * (strings borrowed from the members' jobs) */
     size_t nkeys;                  /* entries in keys; 0: not a key call built from the union */
@@ -209,9 +209,9 @@ void gw_job_clear_results(gw_job *job)
 {
     if (!job)
         return;
-    soap_leads_result_clear(&job->leads);
-    soap_sync_result_clear(&job->sync);
-    soap_fault_clear(&job->fault);
+    mkto_leads_clear(&job->leads);
+    mkto_sync_result_clear(&job->sync);
+    mkto_fault_clear(&job->fault);
     memset(&job->leads, 0, sizeof job->leads);
     memset(&job->sync, 0, sizeof job->sync);
     memset(&job->fault, 0, sizeof job->fault);
@@ -666,11 +666,11 @@ static void setup_easy(gw_upstream *u, gw_call *c, int64_t timeout_ms)
 
 /* ---- coalescing --------------------------------------------------------------- */
 
-bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key)
+bool gw_lead_matches_key(const mkto_lead *l, mkto_key_type t, const char *key)
 {
     if (!l || !key)
         return false;
-    if (t == SOAP_KEY_IDNUM) {
+    if (t == MKTO_KEY_IDNUM) {
         if (!l->has_id)
             return false;
         errno = 0;
@@ -680,15 +680,15 @@ bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key)
             return false;
         return (int64_t)v == l->id;
     }
-    if (t == SOAP_KEY_EMAIL)
+    if (t == MKTO_KEY_EMAIL)
         return l->email && strcasecmp(l->email, key) == 0;
-    const char *an = soap_key_type_attr(t);
+    const char *an = mkto_key_type_attr(t);
     if (!an)
         return false;
     for (size_t i = 0; i < l->nattrs; i++) {
         if (strcmp(l->attrs[i].name, an) != 0 || !l->attrs[i].value)
             continue;
-        if (t == SOAP_KEY_LEADOWNEREMAIL)
+        if (t == MKTO_KEY_LEADOWNEREMAIL)
             return strcasecmp(l->attrs[i].value, key) == 0;
         return strcmp(l->attrs[i].value, key) == 0;
     }
@@ -696,9 +696,9 @@ bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key)
 }
 
 /* Whether two key values of type t name the same key. */
-static bool key_eq(soap_key_type t, const char *a, const char *b)
+static bool key_eq(mkto_key_type t, const char *a, const char *b)
 {
-    if (t == SOAP_KEY_EMAIL || t == SOAP_KEY_LEADOWNEREMAIL)
+    if (t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL)
         return strcasecmp(a, b) == 0;
     return strcmp(a, b) == 0;
 }
@@ -707,7 +707,7 @@ static bool key_eq(soap_key_type t, const char *a, const char *b)
  * that has not been set apart. */
 static bool is_key_job(const gw_job *job)
 {
-    return job->kind == GW_CALL_GET_MULTIPLE && job->get.kind == SOAP_SEL_KEYS && !job->solo &&
+    return job->kind == GW_CALL_GET_MULTIPLE && job->get.kind == MKTO_SEL_KEYS && !job->solo &&
            !job->get.stream_position && job->get.keys && job->get.nkeys >= 1 &&
            job->get.nkeys <= SOAP_MAX_KEYS_PER_CALL;
 }
@@ -715,11 +715,11 @@ static bool is_key_job(const gw_job *job)
 /* Whether the leads answering p can be matched back to its keys: always for
  * IDNUM and EMAIL, else when the mapping attribute comes back (all fields,
  * or the attribute among includeAttributes). */
-static bool shape_attributable(const soap_get_multiple *p)
+static bool shape_attributable(const mkto_query *p)
 {
-    if (p->key_type == SOAP_KEY_IDNUM || p->key_type == SOAP_KEY_EMAIL)
+    if (p->key_type == MKTO_KEY_IDNUM || p->key_type == MKTO_KEY_EMAIL)
         return true;
-    const char *an = soap_key_type_attr(p->key_type);
+    const char *an = mkto_key_type_attr(p->key_type);
     if (!an)
         return false;
     if (!p->attrs || p->nattrs == 0)
@@ -741,7 +741,7 @@ static bool has_attr(const char *const *attrs, size_t n, const char *a)
 
 /* Whether two key selectors ask the same thing of each lead: key type,
  * batch size and the same set of includeAttributes. */
-static bool same_shape(const soap_get_multiple *a, const soap_get_multiple *b)
+static bool same_shape(const mkto_query *a, const mkto_query *b)
 {
     if (a->key_type != b->key_type || a->batch_size != b->batch_size)
         return false;
@@ -1202,7 +1202,7 @@ static attempt_result classify_http(gw_upstream *u, gw_call *c)
     soap_err serr = {0};
     int rc;
 
-    soap_fault_clear(&job->fault);
+    mkto_fault_clear(&job->fault);
     memset(&job->fault, 0, sizeof job->fault);
     if (sync)
         rc = soap_parse_sync_multiple_leads(body, c->len, u->max_response, &job->sync, &job->fault,
@@ -1218,7 +1218,7 @@ static attempt_result classify_http(gw_upstream *u, gw_call *c)
         return classify_fault(u, job);
 
     /* not a SOAP answer */
-    soap_fault_clear(&job->fault);
+    mkto_fault_clear(&job->fault);
     memset(&job->fault, 0, sizeof job->fault);
     r.outcome = GW_OUT_BAD_RESPONSE;
     if (status >= 500 || status == 429) {
@@ -1260,7 +1260,7 @@ static bool dup_str(char **dst, const char *src)
 }
 
 /* Deep-copies one lead into dst. Returns 0 or -1 on no memory (dst cleared). */
-static int lead_copy(soap_lead *dst, const soap_lead *src)
+static int lead_copy(mkto_lead *dst, const mkto_lead *src)
 {
     memset(dst, 0, sizeof *dst);
     dst->has_id = src->has_id;
@@ -1283,12 +1283,12 @@ static int lead_copy(soap_lead *dst, const soap_lead *src)
     }
     return 0;
 fail:
-    soap_lead_clear(dst);
+    mkto_lead_clear(dst);
     return -1;
 }
 
 /* Whether lead l matches one of job's keys. */
-static bool lead_is_members(const soap_lead *l, const gw_job *job)
+static bool lead_is_members(const mkto_lead *l, const gw_job *job)
 {
     for (size_t i = 0; i < job->get.nkeys; i++)
         if (gw_lead_matches_key(l, job->get.key_type, job->get.keys[i]))
@@ -1299,8 +1299,8 @@ static bool lead_is_members(const soap_lead *l, const gw_job *job)
 /* Fills dst with copies of the leads of src that belong to job: all of them
  * with the paging fields when full, else those matching its keys. Returns 0
  * or -1 on no memory (dst cleared). */
-static int leads_for_member(const soap_leads_result *src, const gw_job *job, bool full,
-                            soap_leads_result *dst)
+static int leads_for_member(const mkto_leads *src, const gw_job *job, bool full,
+                            mkto_leads *dst)
 {
     memset(dst, 0, sizeof *dst);
     size_t n = 0;
@@ -1326,20 +1326,20 @@ static int leads_for_member(const soap_leads_result *src, const gw_job *job, boo
     dst->return_count = (int)dst->nleads;
     return 0;
 fail:
-    soap_leads_result_clear(dst);
+    mkto_leads_clear(dst);
     memset(dst, 0, sizeof *dst);
     return -1;
 }
 
 /* Keeps in r only the leads matching job's keys (in place). */
-static void filter_in_place(soap_leads_result *r, const gw_job *job)
+static void filter_in_place(mkto_leads *r, const gw_job *job)
 {
     size_t w = 0;
     for (size_t i = 0; i < r->nleads; i++) {
         if (lead_is_members(&r->leads[i], job))
             r->leads[w++] = r->leads[i];
         else
-            soap_lead_clear(&r->leads[i]);
+            mkto_lead_clear(&r->leads[i]);
     }
     r->nleads = w;
     r->return_count = (int)w;
@@ -1355,7 +1355,7 @@ static void filter_in_place(soap_leads_result *r, const gw_job *job)
 static void distribute_ok(gw_call *c)
 {
     gw_job *starter = c->job;
-    const soap_leads_result *src = &starter->leads;
+    const mkto_leads *src = &starter->leads;
     bool paged = src->remaining_count > 0 && src->new_stream_position &&
                  src->new_stream_position[0] != '\0';
     for (size_t i = 0; i < c->nmembers; i++) {
@@ -1363,7 +1363,7 @@ static void distribute_ok(gw_call *c)
         m->outcome = GW_OUT_OK;
         if (m == starter)
             continue;
-        soap_fault_clear(&m->fault); /* a copy from an earlier attempt is stale now */
+        mkto_fault_clear(&m->fault); /* a copy from an earlier attempt is stale now */
         memset(&m->fault, 0, sizeof m->fault);
         bool full = covers_call(c, m);
         if (!full && paged) {
@@ -1380,7 +1380,7 @@ static void distribute_ok(gw_call *c)
     if (!covers_call(c, starter)) {
         if (paged) {
             starter->solo = true;
-            soap_leads_result_clear(&starter->leads);
+            mkto_leads_clear(&starter->leads);
             memset(&starter->leads, 0, sizeof starter->leads);
         } else {
             filter_in_place(&starter->leads, starter);
@@ -1397,7 +1397,7 @@ static void distribute_failure(gw_call *c)
         gw_job *m = c->members[i];
         if (m == starter)
             continue;
-        soap_fault_clear(&m->fault);
+        mkto_fault_clear(&m->fault);
         memset(&m->fault, 0, sizeof m->fault);
         m->fault.code = starter->fault.code;
         m->fault.retryable = starter->fault.retryable;
@@ -1405,7 +1405,7 @@ static void distribute_failure(gw_call *c)
             !dup_str(&m->fault.faultstring, starter->fault.faultstring) ||
             !dup_str(&m->fault.message, starter->fault.message)) {
             /* the code is what matters for the mapping; strings are a bonus */
-            soap_fault_clear(&m->fault);
+            mkto_fault_clear(&m->fault);
             m->fault.code = starter->fault.code;
             m->fault.retryable = starter->fault.retryable;
         }
@@ -1491,7 +1491,7 @@ static void finish_call(gw_upstream *u, gw_call *c, CURLcode res)
     attempt_result r = res == CURLE_OK ? classify_http(u, c) : classify_transport(u, c, res);
     metric_add(u->m_calls[k][r.outcome]);
     if (r.outcome != GW_OUT_FAULT) {
-        soap_fault_clear(&job->fault); /* a fault of an earlier attempt is stale now */
+        mkto_fault_clear(&job->fault); /* a fault of an earlier attempt is stale now */
         memset(&job->fault, 0, sizeof job->fault);
     }
     if (res != CURLE_OK && c->errbuf[0])

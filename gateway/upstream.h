@@ -127,8 +127,8 @@ typedef void (*gw_job_done_fn)(gw_job *job, void *arg);
 struct gw_job {
     /* ---- set by the submitter; borrowed (not copied) until done runs ---- */
     gw_call_kind kind;            /* which operation */
-    soap_get_multiple get;        /* GET_MULTIPLE: parameters (pointers borrowed) */
-    const soap_lead *sync_leads;  /* SYNC_MULTIPLE: records (1..300) */
+    mkto_query get;        /* GET_MULTIPLE: parameters (pointers borrowed) */
+    const mkto_lead *sync_leads;  /* SYNC_MULTIPLE: records (1..300) */
     size_t nsync;                 /* SYNC_MULTIPLE: entries in sync_leads */
     bool dedup;                   /* SYNC_MULTIPLE: dedupEnabled */
     int64_t queue_deadline_ms;    /* monotonic ms: no slot by then -> RATE_LIMITED */
@@ -141,9 +141,9 @@ struct gw_job {
 
     /* ---- filled by the engine before done ---- */
     gw_outcome outcome;           /* how it ended */
-    soap_leads_result leads;      /* GET_MULTIPLE and OK: parsed page (owned by the job) */
-    soap_sync_result sync;        /* SYNC_MULTIPLE and OK: statuses (owned by the job) */
-    soap_fault fault;             /* FAULT: Marketo's fault (owned by the job) */
+    mkto_leads leads;      /* GET_MULTIPLE and OK: parsed page (owned by the job) */
+    mkto_sync_result sync;        /* SYNC_MULTIPLE and OK: statuses (owned by the job) */
+    mkto_fault fault;             /* FAULT: Marketo's fault (owned by the job) */
     int64_t retry_after_s;        /* RATE_LIMITED, QUOTA, rate faults: seconds to suggest */
     int attempts;                 /* SOAP calls made for this job */
     bool maybe_applied;           /* SYNC: a call may have reached Marketo with no answer */
@@ -203,10 +203,10 @@ const char *gw_outcome_name(gw_outcome o);
 
 /* Whether lead l carries key value key (normalised as the gateway does) of
  * key type t: IDNUM by Id, EMAIL by Email (case-insensitive), other types by
- * their mapping attribute soap_key_type_attr(t) (case-insensitive for
+ * their mapping attribute mkto_key_type_attr(t) (case-insensitive for
  * LEADOWNEREMAIL). False when the lead lacks the field. Used by the engine to
  * split merged answers and by the lookup route to file leads under keys. */
-bool gw_lead_matches_key(const soap_lead *l, soap_key_type t, const char *key);
+bool gw_lead_matches_key(const mkto_lead *l, mkto_key_type t, const char *key);
 
 /* Monotonic clock in ms, the time base of every deadline above. */
 int64_t gw_now_ms(void);

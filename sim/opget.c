@@ -57,12 +57,12 @@ int sim_op_get_lead(xmlNodePtr params, char **body, size_t *len)
     }
     type = sx_text(k[0]);
     value = sx_text(k[1]);
-    soap_key_type kt;
+    mkto_key_type kt;
     if (type == NULL || value == NULL) {
         fault = 10001;
         goto out;
     }
-    if (soap_key_type_parse(type, &kt) != SOAP_OK) {
+    if (mkto_key_type_parse(type, &kt) != 0) {
         fault = 20102;
         goto out;
     }
@@ -107,7 +107,7 @@ out:
 /* A parsed getMultipleLeads request. */
 typedef struct gm_req {
     char kind;                 /* 'K' keys, 'L' static list, 'U' updated-at */
-    soap_key_type key_type;    /* K: keyType */
+    mkto_key_type key_type;    /* K: keyType */
     char *keys[MAX_KEYS];      /* K: first keyValues (malloc'd) */
     size_t nkeys;              /* K: entries in keys */
     char *list_name;           /* L: staticListName or NULL */
@@ -177,7 +177,7 @@ static int parse_keys(xmlNodePtr sel, gm_req *r)
     char *type = sx_text(c[0]);
     if (type == NULL)
         return 10001;
-    fault = soap_key_type_parse(type, &r->key_type) == SOAP_OK ? 0 : 20102;
+    fault = mkto_key_type_parse(type, &r->key_type) == 0 ? 0 : 20102;
     free(type);
     if (fault != 0)
         return fault;

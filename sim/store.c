@@ -569,12 +569,12 @@ static bool parse_i64(const char *s, int64_t *out)
     return true;
 }
 
-long sim_store_match_keys(const sim_store *st, soap_key_type t, const char *const *keys,
+long sim_store_match_keys(const sim_store *st, mkto_key_type t, const char *const *keys,
                           size_t nkeys, const sim_lead ***out)
 {
     vec v = {0};
     *out = NULL;
-    if (t == SOAP_KEY_IDNUM) {
+    if (t == MKTO_KEY_IDNUM) {
         for (size_t k = 0; k < nkeys; k++) {
             int64_t id;
             const sim_lead *l;
@@ -582,7 +582,7 @@ long sim_store_match_keys(const sim_store *st, soap_key_type t, const char *cons
                 vec_push(&v, l) != 0)
                 goto oom;
         }
-    } else if (t == SOAP_KEY_EMAIL) {
+    } else if (t == MKTO_KEY_EMAIL) {
         for (size_t k = 0; k < nkeys; k++) {
             const idx_entry *e = idx_find(&st->by_email, keys[k]);
             for (size_t i = 0; e != NULL && i < e->n; i++)
@@ -590,8 +590,8 @@ long sim_store_match_keys(const sim_store *st, soap_key_type t, const char *cons
                     goto oom;
         }
     } else {
-        int f = sim_field_index(soap_key_type_attr(t));
-        bool fold = t == SOAP_KEY_LEADOWNEREMAIL;
+        int f = sim_field_index(mkto_key_type_attr(t));
+        bool fold = t == MKTO_KEY_LEADOWNEREMAIL;
         if (f < 0)
             return 0;
         for (size_t i = 0; i < st->n; i++) {

@@ -75,7 +75,7 @@ const sim_lead *sim_store_by_id(const sim_store *st, int64_t id);
  * a malloc'd array (*out, caller frees; NULL when none). E-mail keys match
  * case-insensitively, as do LEADOWNEREMAIL keys. Returns the count, or -1 on
  * OOM. */
-long sim_store_match_keys(const sim_store *st, soap_key_type t, const char *const *keys,
+long sim_store_match_keys(const sim_store *st, mkto_key_type t, const char *const *keys,
                           size_t nkeys, const sim_lead ***out);
 
 /* The static list with this id (when id > 0) or else this name; NULL if none. */

@@ -263,13 +263,13 @@ static int begin(char **out, size_t *outlen, soap_err *err)
     return SOAP_OK;
 }
 
-int soap_build_get_lead(const soap_auth *auth, soap_key_type t, const char *key_value,
+int soap_build_get_lead(const soap_auth *auth, mkto_key_type t, const char *key_value,
                         char **out, size_t *outlen, soap_err *err)
 {
     int rc = begin(out, outlen, err);
     if (rc != SOAP_OK)
         return rc;
-    const char *tname = soap_key_type_name(t);
+    const char *tname = mkto_key_type_name(t);
     if (tname == NULL) {
         soap_set_err(err, SOAP_ERR_INVALID, "keyType is out of range");
         return SOAP_ERR_INVALID;
@@ -294,7 +294,7 @@ out:
 
 /* Validates a getMultipleLeads request; returns the byte count of its
  * values (a size hint) through *hint. */
-static int check_get_multiple(const soap_get_multiple *p, size_t *hint, soap_err *err)
+static int check_get_multiple(const mkto_query *p, size_t *hint, soap_err *err)
 {
     int rc;
     size_t total = 0;
@@ -303,8 +303,8 @@ static int check_get_multiple(const soap_get_multiple *p, size_t *hint, soap_err
         return SOAP_ERR_INVALID;
     }
     switch (p->kind) {
-    case SOAP_SEL_KEYS:
-        if (soap_key_type_name(p->key_type) == NULL) {
+    case MKTO_SEL_KEYS:
+        if (mkto_key_type_name(p->key_type) == NULL) {
             soap_set_err(err, SOAP_ERR_INVALID, "keyType is out of range");
             return SOAP_ERR_INVALID;
         }
@@ -320,7 +320,7 @@ static int check_get_multiple(const soap_get_multiple *p, size_t *hint, soap_err
             total += strlen(p->keys[i]) + 24;
         }
         break;
-    case SOAP_SEL_STATIC_LIST:
+    case MKTO_SEL_STATIC_LIST:
         if ((p->list_name == NULL || p->list_name[0] == '\0') && p->list_id <= 0) {
             soap_set_err(err, SOAP_ERR_INVALID, "staticListName or staticListId is required");
             return SOAP_ERR_INVALID;
@@ -333,7 +333,7 @@ static int check_get_multiple(const soap_get_multiple *p, size_t *hint, soap_err
         if (rc != SOAP_OK)
             return rc;
         break;
-    case SOAP_SEL_UPDATED_AT: {
+    case MKTO_SEL_UPDATED_AT: {
         time_t t;
         if (p->oldest_updated_at == NULL ||
             soap_timestamp_parse(p->oldest_updated_at, &t) != SOAP_OK) {
@@ -372,7 +372,7 @@ static int check_get_multiple(const soap_get_multiple *p, size_t *hint, soap_err
     return SOAP_OK;
 }
 
-int soap_build_get_multiple_leads(const soap_auth *auth, const soap_get_multiple *p,
+int soap_build_get_multiple_leads(const soap_auth *auth, const mkto_query *p,
                                   char **out, size_t *outlen, soap_err *err)
 {
     size_t hint = 0;
@@ -389,22 +389,22 @@ int soap_build_get_multiple_leads(const soap_auth *auth, const soap_get_multiple
         goto out;
     start(&e, "leadSelector");
     switch (p->kind) {
-    case SOAP_SEL_KEYS:
+    case MKTO_SEL_KEYS:
         attr(&e, "xsi:type", "ns1:LeadKeySelector");
-        elem(&e, "keyType", soap_key_type_name(p->key_type));
+        elem(&e, "keyType", mkto_key_type_name(p->key_type));
         start(&e, "keyValues");
         for (size_t i = 0; i < p->nkeys; i++)
             elem(&e, "stringItem", p->keys[i]);
         end(&e);
         break;
-    case SOAP_SEL_STATIC_LIST:
+    case MKTO_SEL_STATIC_LIST:
         attr(&e, "xsi:type", "ns1:StaticListSelector");
         if (p->list_name != NULL && p->list_name[0] != '\0')
             elem(&e, "staticListName", p->list_name);
         if (p->list_id > 0)
             elem_i64(&e, "staticListId", p->list_id);
         break;
-    case SOAP_SEL_UPDATED_AT:
+    case MKTO_SEL_UPDATED_AT:
         /* The WSDL's sequence puts latestUpdatedAt first. */
         attr(&e, "xsi:type", "ns1:LastUpdateAtSelector");
         if (p->latest_updated_at != NULL)
@@ -438,7 +438,7 @@ static bool foreign_sys_type_ok(const char *s)
 
 /* Validates one lead to sync (idx: its position, for messages); adds its
  * size to *hint. */
-static int check_lead(const soap_lead *l, long idx, size_t *hint, soap_err *err)
+static int check_lead(const mkto_lead *l, long idx, size_t *hint, soap_err *err)
 {
     int rc;
     if (!l->has_id && (l->email == NULL || l->email[0] == '\0') &&
@@ -470,7 +470,7 @@ static int check_lead(const soap_lead *l, long idx, size_t *hint, soap_err *err)
     snprintf(fname, sizeof(fname), "leadRecord[%ld].attrName", idx);
     snprintf(fvalue, sizeof(fvalue), "leadRecord[%ld].attrValue", idx);
     for (size_t i = 0; i < l->nattrs; i++) {
-        const soap_attr *a = &l->attrs[i];
+        const mkto_attr *a = &l->attrs[i];
         if ((rc = check_value(err, fname, (long)i, a->name, true)) != SOAP_OK ||
             (rc = check_value(err, fvalue, (long)i, a->value, false)) != SOAP_OK)
             return rc;
@@ -482,7 +482,7 @@ static int check_lead(const soap_lead *l, long idx, size_t *hint, soap_err *err)
 
 /* Writes one LeadRecord in the WSDL's element order. A NULL attribute value
  * is sent as an empty attrValue (the element is not nillable). */
-static void write_lead(env *e, const soap_lead *l)
+static void write_lead(env *e, const mkto_lead *l)
 {
     start(e, "leadRecord");
     if (l->has_id)
@@ -506,7 +506,7 @@ static void write_lead(env *e, const soap_lead *l)
     end(e);
 }
 
-int soap_build_sync_lead(const soap_auth *auth, const soap_lead *lead, bool return_lead,
+int soap_build_sync_lead(const soap_auth *auth, const mkto_lead *lead, bool return_lead,
                          const char *marketo_cookie, char **out, size_t *outlen, soap_err *err)
 {
     size_t hint = 0;
@@ -535,7 +535,7 @@ out:
     return rc;
 }
 
-int soap_build_sync_multiple_leads(const soap_auth *auth, const soap_lead *leads, size_t nleads,
+int soap_build_sync_multiple_leads(const soap_auth *auth, const mkto_lead *leads, size_t nleads,
                                    bool dedup_enabled, char **out, size_t *outlen, soap_err *err)
 {
     size_t hint = 0;

@@ -16,47 +16,6 @@
 
 #include "soap/soap_internal.h"
 
-/* WSDL names of the key types, indexed by soap_key_type. */
-static const char *const key_names[SOAP_KEY__COUNT] = {
-    "IDNUM",         "COOKIE",        "EMAIL",
-    "LEADOWNEREMAIL", "SFDCACCOUNTID", "SFDCCONTACTID",
-    "SFDCLEADID",    "SFDCLEADOWNERID", "SFDCOPPTYID",
-};
-
-/* Lead attribute carrying each key in a LeadRecord (NULL: a record element). */
-static const char *const key_attrs[SOAP_KEY__COUNT] = {
-    NULL,          "Cookies",       NULL,
-    "LeadOwnerEmail", "SFDCAccountId", "SFDCContactId",
-    "SFDCLeadId",  "SFDCLeadOwnerId", "SFDCOpptyId",
-};
-
-const char *soap_key_type_name(soap_key_type t)
-{
-    if ((int)t < 0 || t >= SOAP_KEY__COUNT)
-        return NULL;
-    return key_names[t];
-}
-
-int soap_key_type_parse(const char *name, soap_key_type *out)
-{
-    if (name == NULL || out == NULL)
-        return SOAP_ERR_INVALID;
-    for (int i = 0; i < SOAP_KEY__COUNT; i++) {
-        if (strcmp(name, key_names[i]) == 0) {
-            *out = (soap_key_type)i;
-            return SOAP_OK;
-        }
-    }
-    return SOAP_ERR_INVALID;
-}
-
-const char *soap_key_type_attr(soap_key_type t)
-{
-    if ((int)t < 0 || t >= SOAP_KEY__COUNT)
-        return NULL;
-    return key_attrs[t];
-}
-
 /* libxml2 generic error sink: swallows the parser's stderr chatter. */
 static void quiet_generic(void *ctx, const char *msg, ...)
 {
@@ -116,53 +75,6 @@ bool soap_fault_code_retryable(int code)
     default:
         return false;
     }
-}
-
-void soap_lead_clear(soap_lead *l)
-{
-    if (l == NULL)
-        return;
-    free(l->email);
-    free(l->foreign_sys_person_id);
-    free(l->foreign_sys_type);
-    for (size_t i = 0; l->attrs != NULL && i < l->nattrs; i++) {
-        free(l->attrs[i].name);
-        free(l->attrs[i].type);
-        free(l->attrs[i].value);
-    }
-    free(l->attrs);
-    memset(l, 0, sizeof(*l));
-}
-
-void soap_fault_clear(soap_fault *f)
-{
-    if (f == NULL)
-        return;
-    free(f->faultcode);
-    free(f->faultstring);
-    free(f->message);
-    memset(f, 0, sizeof(*f));
-}
-
-void soap_leads_result_clear(soap_leads_result *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; r->leads != NULL && i < r->nleads; i++)
-        soap_lead_clear(&r->leads[i]);
-    free(r->leads);
-    free(r->new_stream_position);
-    memset(r, 0, sizeof(*r));
-}
-
-void soap_sync_result_clear(soap_sync_result *r)
-{
-    if (r == NULL)
-        return;
-    for (size_t i = 0; r->statuses != NULL && i < r->nstatuses; i++)
-        free(r->statuses[i].error);
-    free(r->statuses);
-    memset(r, 0, sizeof(*r));
 }
 
 void soap_set_err(soap_err *err, int code, const char *fmt, ...)

@@ -314,7 +314,7 @@ static int body_child(xmlDocPtr doc, xmlNode **out, soap_err *err)
 }
 
 /* Fills f from a Fault element. Returns SOAP_OK or SOAP_ERR_OOM/PARSE. */
-static int parse_fault(const xmlNode *fnode, soap_fault *f)
+static int parse_fault(const xmlNode *fnode, mkto_fault *f)
 {
     int rc = SOAP_OK;
     const xmlNode *svc = NULL;
@@ -373,7 +373,7 @@ static int parse_fault(const xmlNode *fnode, soap_fault *f)
 /* Parses the document and locates the expected success element's result
  * child. On a Fault, fills fault and returns SOAP_ERR_FAULT. */
 static int open_response(const char *body, size_t len, size_t max_len, op which,
-                         xmlDocPtr *docp, xmlNode **resultp, soap_fault *fault, soap_err *err)
+                         xmlDocPtr *docp, xmlNode **resultp, mkto_fault *fault, soap_err *err)
 {
     xmlNode *top = NULL;
     *resultp = NULL;
@@ -385,13 +385,13 @@ static int open_response(const char *body, size_t len, size_t max_len, op which,
         return rc;
 
     if (is_elem(top, SOAP_ENV_NS, "Fault")) {
-        soap_fault tmp = {0};
-        soap_fault *f = fault != NULL ? fault : &tmp;
+        mkto_fault tmp = {0};
+        mkto_fault *f = fault != NULL ? fault : &tmp;
         rc = parse_fault(top, f);
         int code = f->code;
-        soap_fault_clear(&tmp);
+        mkto_fault_clear(&tmp);
         if (rc != SOAP_OK) {
-            soap_fault_clear(fault);
+            mkto_fault_clear(fault);
             soap_set_err(err, rc, rc == SOAP_ERR_OOM ? "out of memory reading a SOAP fault"
                                                      : "malformed SOAP fault");
             return rc;
@@ -413,7 +413,7 @@ static int open_response(const char *body, size_t len, size_t max_len, op which,
 }
 
 /* Resets the caller's out-params so every failure leaves them empty. */
-static void reset_outs(soap_fault *fault, soap_err *err)
+static void reset_outs(mkto_fault *fault, soap_err *err)
 {
     if (fault != NULL)
         memset(fault, 0, sizeof(*fault));
@@ -426,7 +426,7 @@ static void reset_outs(soap_fault *fault, soap_err *err)
 /* ---- leads -------------------------------------------------------------- */
 
 /* Fills a from an attribute element. */
-static int parse_attr(const xmlNode *node, soap_attr *a, soap_err *err)
+static int parse_attr(const xmlNode *node, mkto_attr *a, soap_err *err)
 {
     int rc = SOAP_OK;
     bool have_name = false;
@@ -451,7 +451,7 @@ static int parse_attr(const xmlNode *node, soap_attr *a, soap_err *err)
 }
 
 /* Fills l from a leadRecord element. */
-static int parse_lead(const xmlNode *node, soap_lead *l, soap_err *err)
+static int parse_lead(const xmlNode *node, mkto_lead *l, soap_err *err)
 {
     int rc = SOAP_OK;
     for (const xmlNode *c = node->children; c != NULL && rc == SOAP_OK; c = c->next) {
@@ -495,7 +495,7 @@ static int parse_lead(const xmlNode *node, soap_lead *l, soap_err *err)
 }
 
 /* Parses leadRecordList (may be NULL or nil) into out->leads. */
-static int parse_lead_list(const xmlNode *list, soap_leads_result *out, soap_err *err)
+static int parse_lead_list(const xmlNode *list, mkto_leads *out, soap_err *err)
 {
     if (list == NULL || is_nil(list))
         return SOAP_OK;
@@ -532,7 +532,7 @@ static int required_count(const xmlNode *result, const char *name, int *v, soap_
 
 /* Shared body of the two lead parsers. */
 static int parse_leads(const char *body, size_t len, size_t max_len, op which,
-                       soap_leads_result *out, soap_fault *fault, soap_err *err)
+                       mkto_leads *out, mkto_fault *fault, soap_err *err)
 {
     xmlDocPtr doc = NULL;
     xmlNode *result = NULL;
@@ -569,20 +569,20 @@ static int parse_leads(const char *body, size_t len, size_t max_len, op which,
     rc = parse_lead_list(find_child(result, "leadRecordList"), out, err);
 out:
     if (rc != SOAP_OK)
-        soap_leads_result_clear(out);
+        mkto_leads_clear(out);
     if (doc != NULL)
         xmlFreeDoc(doc);
     return rc;
 }
 
-int soap_parse_get_lead(const char *body, size_t len, size_t max_len, soap_leads_result *out,
-                        soap_fault *fault, soap_err *err)
+int soap_parse_get_lead(const char *body, size_t len, size_t max_len, mkto_leads *out,
+                        mkto_fault *fault, soap_err *err)
 {
     return parse_leads(body, len, max_len, OP_GET_LEAD, out, fault, err);
 }
 
 int soap_parse_get_multiple_leads(const char *body, size_t len, size_t max_len,
-                                  soap_leads_result *out, soap_fault *fault, soap_err *err)
+                                  mkto_leads *out, mkto_fault *fault, soap_err *err)
 {
     return parse_leads(body, len, max_len, OP_GET_MULTIPLE, out, fault, err);
 }
@@ -591,7 +591,7 @@ int soap_parse_get_multiple_leads(const char *body, size_t len, size_t max_len,
 
 /* Fills s from a syncStatus element; fallback_id is used when it has no
  * leadId (syncLead's result carries one beside it). */
-static int parse_status(const xmlNode *node, int64_t fallback_id, soap_sync_status *s,
+static int parse_status(const xmlNode *node, int64_t fallback_id, mkto_sync_status *s,
                         soap_err *err)
 {
     int rc = SOAP_OK;
@@ -622,11 +622,11 @@ static int parse_status(const xmlNode *node, int64_t fallback_id, soap_sync_stat
             }
             st[n] = '\0';
             if (strcmp(st, "CREATED") == 0)
-                s->state = SOAP_SYNC_CREATED;
+                s->state = MKTO_SYNC_CREATED;
             else if (strcmp(st, "UPDATED") == 0)
-                s->state = SOAP_SYNC_UPDATED;
+                s->state = MKTO_SYNC_UPDATED;
             else if (strcmp(st, "FAILED") == 0)
-                s->state = SOAP_SYNC_FAILED;
+                s->state = MKTO_SYNC_FAILED;
             else
                 rc = SOAP_ERR_PARSE;
             have_status = true;
@@ -646,7 +646,7 @@ static int parse_status(const xmlNode *node, int64_t fallback_id, soap_sync_stat
 
 /* Shared body of the two sync parsers. */
 static int parse_sync(const char *body, size_t len, size_t max_len, op which,
-                      soap_sync_result *out, soap_fault *fault, soap_err *err)
+                      mkto_sync_result *out, mkto_fault *fault, soap_err *err)
 {
     xmlDocPtr doc = NULL;
     xmlNode *result = NULL;
@@ -706,20 +706,20 @@ static int parse_sync(const char *body, size_t len, size_t max_len, op which,
     }
 out:
     if (rc != SOAP_OK)
-        soap_sync_result_clear(out);
+        mkto_sync_result_clear(out);
     if (doc != NULL)
         xmlFreeDoc(doc);
     return rc;
 }
 
-int soap_parse_sync_lead(const char *body, size_t len, size_t max_len, soap_sync_result *out,
-                         soap_fault *fault, soap_err *err)
+int soap_parse_sync_lead(const char *body, size_t len, size_t max_len, mkto_sync_result *out,
+                         mkto_fault *fault, soap_err *err)
 {
     return parse_sync(body, len, max_len, OP_SYNC_LEAD, out, fault, err);
 }
 
 int soap_parse_sync_multiple_leads(const char *body, size_t len, size_t max_len,
-                                   soap_sync_result *out, soap_fault *fault, soap_err *err)
+                                   mkto_sync_result *out, mkto_fault *fault, soap_err *err)
 {
     return parse_sync(body, len, max_len, OP_SYNC_MULTIPLE, out, fault, err);
 }

@@ -20,6 +20,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "marketo/model.h"
+
 #define SOAP_NS "http://www.marketo.com/mktows/"
 #define SOAP_ENV_NS "http://schemas.xmlsoap.org/soap/envelope/"
 #define SOAP_XSI_NS "http://www.w3.org/2001/XMLSchema-instance"
@@ -37,7 +39,7 @@ typedef enum soap_status {
     SOAP_OK = 0,
     SOAP_ERR_INVALID = -1,   /* caller's input cannot be encoded (bad char, missing field) */
     SOAP_ERR_PARSE = -2,     /* body is not a well-formed, expected SOAP response */
-    SOAP_ERR_FAULT = -3,     /* body is a SOAP fault: see the soap_fault out-param */
+    SOAP_ERR_FAULT = -3,     /* body is a SOAP fault: see the mkto_fault out-param */
     SOAP_ERR_TOO_LARGE = -4, /* body exceeds the size cap */
     SOAP_ERR_OOM = -5,       /* allocation failed */
 } soap_status;
@@ -55,33 +57,6 @@ typedef struct soap_err {
 void soap_init(void);
 /* Call once at exit (frees libxml2's globals; keeps leak checkers quiet). */
 void soap_cleanup(void);
-
-/* ---- keys ---------------------------------------------------------------- */
-
-/* The nine LeadKeyRef values of the WSDL, in WSDL order. */
-typedef enum soap_key_type {
-    SOAP_KEY_IDNUM = 0,
-    SOAP_KEY_COOKIE,
-    SOAP_KEY_EMAIL,
-    SOAP_KEY_LEADOWNEREMAIL,
-    SOAP_KEY_SFDCACCOUNTID,
-    SOAP_KEY_SFDCCONTACTID,
-    SOAP_KEY_SFDCLEADID,
-    SOAP_KEY_SFDCLEADOWNERID,
-    SOAP_KEY_SFDCOPPTYID,
-    SOAP_KEY__COUNT
-} soap_key_type;
-
-/* "IDNUM", "EMAIL", ...; NULL for an out-of-range value. Static storage. */
-const char *soap_key_type_name(soap_key_type t);
-/* Parses a WSDL name ("EMAIL"); returns SOAP_OK or SOAP_ERR_INVALID. */
-int soap_key_type_parse(const char *name, soap_key_type *out);
-/* The lead attribute that carries this key in a LeadRecord, so that leads of
- * a many-key response can be matched back to their keys: "Cookies",
- * "LeadOwnerEmail", "SFDCAccountId", "SFDCContactId", "SFDCLeadId",
- * "SFDCLeadOwnerId", "SFDCOpptyId". NULL for IDNUM and EMAIL, which are the
- * record's own Id and Email elements. Static storage. */
-const char *soap_key_type_attr(soap_key_type t);
 
 /* ---- signing (soap/sign.c) ----------------------------------------------- */
 
@@ -110,116 +85,32 @@ typedef struct soap_auth {
     const char *timestamp;       /* W3C timestamp to sign and send (< 32 bytes), or NULL */
 } soap_auth;
 
-/* ---- lead records ----------------------------------------------------------- */
-
-/* One leadAttributeList/attribute. */
-typedef struct soap_attr {
-    char *name;   /* attrName, never NULL */
-    char *type;   /* attrType ("string", "integer", ...); NULL when absent or nil */
-    char *value;  /* attrValue; NULL when xsi:nil */
-} soap_attr;
-
-/* One LeadRecord, as parsed from a response or given to a sync builder. */
-typedef struct soap_lead {
-    bool has_id;                  /* Id present and not nil */
-    int64_t id;                   /* Id (xs:int on the wire) */
-    char *email;                  /* Email; NULL when absent or nil */
-    char *foreign_sys_person_id;  /* ForeignSysPersonId; NULL when absent or nil */
-    char *foreign_sys_type;       /* ForeignSysType (CUSTOM, SFDC, NETSUITE); NULL when absent/nil */
-    soap_attr *attrs;             /* leadAttributeList, in document order */
-    size_t nattrs;                /* entries in attrs */
-} soap_lead;
-
-/* Frees the members of one lead (not the struct itself). */
-void soap_lead_clear(soap_lead *l);
-
 /* ---- envelopes (soap/envelope.c) -------------------------------------------- */
-
-typedef enum soap_selector_kind {
-    SOAP_SEL_KEYS = 0,     /* LeadKeySelector */
-    SOAP_SEL_STATIC_LIST,  /* StaticListSelector */
-    SOAP_SEL_UPDATED_AT,   /* LastUpdateAtSelector */
-} soap_selector_kind;
-
-/* Parameters of one getMultipleLeads call. */
-typedef struct soap_get_multiple {
-    soap_selector_kind kind;       /* which leadSelector */
-    soap_key_type key_type;        /* SEL_KEYS: keyType */
-    const char *const *keys;       /* SEL_KEYS: keyValues (1..100; more is SOAP_ERR_INVALID) */
-    size_t nkeys;                  /* SEL_KEYS: entries in keys */
-    const char *list_name;         /* SEL_STATIC_LIST: staticListName, or NULL */
-    int64_t list_id;               /* SEL_STATIC_LIST: staticListId when > 0 (name or id, not both needed) */
-    const char *oldest_updated_at; /* SEL_UPDATED_AT: W3C, required */
-    const char *latest_updated_at; /* SEL_UPDATED_AT: W3C, or NULL (open end) */
-    const char *stream_position;   /* streamPosition from the previous page, or NULL */
-    int batch_size;                /* batchSize; 0 omits it */
-    const char *const *attrs;      /* includeAttributes, or NULL for all */
-    size_t nattrs;                 /* entries in attrs */
-} soap_get_multiple;
 
 /* Each builder writes a complete SOAP 1.1 envelope (XML declaration, header
  * with AuthenticationHeader, body with the namespaced params element) into a
  * malloc'd NUL-terminated buffer: *out (caller frees), *outlen its length.
  * Every value is escaped by libxml2; a value that XML cannot carry (control
  * characters other than tab/CR/LF, invalid UTF-8) is SOAP_ERR_INVALID. */
-int soap_build_get_lead(const soap_auth *auth, soap_key_type t, const char *key_value,
+int soap_build_get_lead(const soap_auth *auth, mkto_key_type t, const char *key_value,
                         char **out, size_t *outlen, soap_err *err);
-int soap_build_get_multiple_leads(const soap_auth *auth, const soap_get_multiple *p,
+int soap_build_get_multiple_leads(const soap_auth *auth, const mkto_query *p,
                                   char **out, size_t *outlen, soap_err *err);
 /* syncLead: returnLead is sent as given; marketo_cookie may be NULL.
  * For both sync builders: Id must fit xs:int (0..2^31-1), ForeignSysType is
  * CUSTOM, SFDC or NETSUITE, and an attribute whose value is NULL is sent as
  * an empty attrValue (the WSDL does not allow nil there). */
-int soap_build_sync_lead(const soap_auth *auth, const soap_lead *lead, bool return_lead,
+int soap_build_sync_lead(const soap_auth *auth, const mkto_lead *lead, bool return_lead,
                          const char *marketo_cookie, char **out, size_t *outlen, soap_err *err);
 /* syncMultipleLeads: 1..300 leads; each needs id, email or foreign_sys_person_id.
  * Attribute types are not sent (the WSDL allows them, Marketo ignores them). */
-int soap_build_sync_multiple_leads(const soap_auth *auth, const soap_lead *leads, size_t nleads,
+int soap_build_sync_multiple_leads(const soap_auth *auth, const mkto_lead *leads, size_t nleads,
                                    bool dedup_enabled, char **out, size_t *outlen, soap_err *err);
 
 /* ---- responses (soap/parse.c) ------------------------------------------------- */
 
-/* A SOAP fault, as Marketo sends it. */
-typedef struct soap_fault {
-    int code;           /* serviceException/code, else the leading number of faultstring, else 0 */
-    bool retryable;     /* 20016, 20023, 20024, 20011, 10001 */
-    char *faultcode;    /* "SOAP-ENV:Client", or NULL */
-    char *faultstring;  /* "20014 - Authentication failed", or NULL */
-    char *message;      /* serviceException/message, or NULL */
-} soap_fault;
-void soap_fault_clear(soap_fault *f);
 /* Whether Marketo documents this fault code as worth retrying. */
 bool soap_fault_code_retryable(int code);
-
-/* getLead (count -> return_count) and getMultipleLeads. */
-typedef struct soap_leads_result {
-    int return_count;           /* returnCount (getLead: count) */
-    int remaining_count;        /* remainingCount (getLead: 0) */
-    char *new_stream_position;  /* newStreamPosition; "" when empty/last page; NULL for getLead */
-    soap_lead *leads;           /* leadRecordList, in document order */
-    size_t nleads;              /* entries in leads */
-} soap_leads_result;
-void soap_leads_result_clear(soap_leads_result *r);
-
-typedef enum soap_sync_state {
-    SOAP_SYNC_CREATED = 0,
-    SOAP_SYNC_UPDATED,
-    SOAP_SYNC_FAILED,
-} soap_sync_state;
-
-/* One SyncStatus. */
-typedef struct soap_sync_status {
-    int64_t lead_id;       /* leadId (0 when Marketo gives none, e.g. some FAILED) */
-    soap_sync_state state; /* status */
-    char *error;           /* error text; NULL when nil/absent */
-} soap_sync_status;
-
-/* syncLead (one status) and syncMultipleLeads (one per record, in order). */
-typedef struct soap_sync_result {
-    soap_sync_status *statuses;  /* in document order */
-    size_t nstatuses;            /* entries in statuses */
-} soap_sync_result;
-void soap_sync_result_clear(soap_sync_result *r);
 
 /* The parsers take the raw HTTP body (any HTTP status: Marketo sends faults
  * with 500). They refuse bodies over max_len (0: SOAP_DEFAULT_MAX_RESPONSE),
@@ -228,12 +119,12 @@ void soap_sync_result_clear(soap_sync_result *r);
  * Returns SOAP_OK (out filled), SOAP_ERR_FAULT (fault filled, out empty),
  * or another soap_status with err filled. */
 int soap_parse_get_lead(const char *body, size_t len, size_t max_len,
-                        soap_leads_result *out, soap_fault *fault, soap_err *err);
+                        mkto_leads *out, mkto_fault *fault, soap_err *err);
 int soap_parse_get_multiple_leads(const char *body, size_t len, size_t max_len,
-                                  soap_leads_result *out, soap_fault *fault, soap_err *err);
+                                  mkto_leads *out, mkto_fault *fault, soap_err *err);
 int soap_parse_sync_lead(const char *body, size_t len, size_t max_len,
-                         soap_sync_result *out, soap_fault *fault, soap_err *err);
+                         mkto_sync_result *out, mkto_fault *fault, soap_err *err);
 int soap_parse_sync_multiple_leads(const char *body, size_t len, size_t max_len,
-                                   soap_sync_result *out, soap_fault *fault, soap_err *err);
+                                   mkto_sync_result *out, mkto_fault *fault, soap_err *err);
 
 #endif /* SOAP_SOAP_H */

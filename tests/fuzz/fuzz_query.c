@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Checks the invariants of an accepted selector. */
 static void check_selector(const gw_selector *s, const gw_query_limits *lim)
 {
-    if (s->has_selector && s->kind == SOAP_SEL_KEYS &&
+    if (s->has_selector && s->kind == MKTO_SEL_KEYS &&
         (s->nkeys == 0 || s->nkeys > lim->max_keys || s->keys == NULL))
         fuzz_fail("keys selector with %zu keys", s->nkeys);
     for (size_t i = 0; i < s->nkeys; i++) {
@@ -55,16 +55,16 @@ static void check_envelopes(const gw_selector *s)
                                    "2013-08-02T15:47:06-07:00"};
     char oldest[SOAP_TIMESTAMP_LEN];
     char latest[SOAP_TIMESTAMP_LEN];
-    soap_get_multiple p;
+    mkto_query p;
     memset(&p, 0, sizeof p);
     p.kind = s->kind;
     p.batch_size = s->limit;
     p.attrs = (const char *const *)s->fields;
     p.nattrs = s->fields != NULL ? s->nfields : 0;
-    if (s->kind == SOAP_SEL_STATIC_LIST) {
+    if (s->kind == MKTO_SEL_STATIC_LIST) {
         p.list_name = s->list_name;
         p.list_id = s->list_id;
-    } else if (s->kind == SOAP_SEL_UPDATED_AT) {
+    } else if (s->kind == MKTO_SEL_UPDATED_AT) {
         if (soap_timestamp_format((time_t)s->updated_since, 0, oldest) != SOAP_OK)
             fuzz_fail("updatedSince %lld cannot be formatted", (long long)s->updated_since);
         p.oldest_updated_at = oldest;
@@ -77,7 +77,7 @@ static void check_envelopes(const gw_selector *s)
     }
     size_t off = 0;
     do {
-        if (s->kind == SOAP_SEL_KEYS) {
+        if (s->kind == MKTO_SEL_KEYS) {
             p.key_type = s->key_type;
             p.keys = (const char *const *)s->keys + off;
             p.nkeys = s->nkeys - off < SOAP_MAX_KEYS_PER_CALL ? s->nkeys - off
@@ -99,7 +99,7 @@ static void check_envelopes(const gw_selector *s)
             fuzz_fail("getMultipleLeads envelope is not well-formed XML");
         xmlFreeDoc(doc);
         free(xml);
-    } while (s->kind == SOAP_SEL_KEYS && off < s->nkeys);
+    } while (s->kind == MKTO_SEL_KEYS && off < s->nkeys);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -129,7 +129,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_envelopes(&s);
     binding = gw_selector_binding(&s);
     if (binding == NULL) {
-        if (s.has_selector && s.kind != SOAP_SEL_KEYS)
+        if (s.has_selector && s.kind != MKTO_SEL_KEYS)
             fuzz_fail("list/updated-at selector without a binding");
         goto out;
     }

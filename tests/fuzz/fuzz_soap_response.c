@@ -28,7 +28,7 @@ static size_t touch(const char *s)
 }
 
 /* Checks one parsed lead. */
-static void check_lead(const soap_lead *l, size_t i)
+static void check_lead(const mkto_lead *l, size_t i)
 {
     touch(l->email);
     touch(l->foreign_sys_person_id);
@@ -53,7 +53,7 @@ static void check_lead(const soap_lead *l, size_t i)
 }
 
 /* Checks a leads result after rc; is_get_lead: getLead (no stream position). */
-static void check_leads(int rc, const soap_leads_result *r, const soap_fault *f, bool is_get_lead)
+static void check_leads(int rc, const mkto_leads *r, const mkto_fault *f, bool is_get_lead)
 {
     if (rc == SOAP_OK) {
         if (r->nleads > 0 && r->leads == NULL)
@@ -73,14 +73,14 @@ static void check_leads(int rc, const soap_leads_result *r, const soap_fault *f,
 }
 
 /* Checks a sync result after rc. */
-static void check_sync(int rc, const soap_sync_result *r, const soap_fault *f)
+static void check_sync(int rc, const mkto_sync_result *r, const mkto_fault *f)
 {
     if (rc == SOAP_OK) {
         if (r->nstatuses > 0 && r->statuses == NULL)
             fuzz_fail("nstatuses %zu with statuses NULL", r->nstatuses);
         for (size_t i = 0; i < r->nstatuses; i++) {
-            soap_sync_state s = r->statuses[i].state;
-            if (s != SOAP_SYNC_CREATED && s != SOAP_SYNC_UPDATED && s != SOAP_SYNC_FAILED)
+            mkto_sync_state s = r->statuses[i].state;
+            if (s != MKTO_SYNC_CREATED && s != MKTO_SYNC_UPDATED && s != MKTO_SYNC_FAILED)
                 fuzz_fail("status %zu: state %d out of range", i, (int)s);
             touch(r->statuses[i].error);
         }
@@ -135,13 +135,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (len > 0)
         memcpy(body, data + 1, len);
 
-    soap_fault fault;
+    mkto_fault fault;
     soap_err err;
     memset(&fault, 0, sizeof fault);
     memset(&err, 0, sizeof err);
     int rc;
     if (which <= 1) {
-        soap_leads_result r;
+        mkto_leads r;
         memset(&r, 0, sizeof r);
         if (which == 0)
             rc = soap_parse_get_lead(body, len, 0, &r, &fault, &err);
@@ -149,9 +149,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             rc = soap_parse_get_multiple_leads(body, len, 0, &r, &fault, &err);
         check_status(rc, &err);
         check_leads(rc, &r, &fault, which == 0);
-        soap_leads_result_clear(&r);
+        mkto_leads_clear(&r);
     } else {
-        soap_sync_result r;
+        mkto_sync_result r;
         memset(&r, 0, sizeof r);
         if (which == 2)
             rc = soap_parse_sync_lead(body, len, 0, &r, &fault, &err);
@@ -159,9 +159,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             rc = soap_parse_sync_multiple_leads(body, len, 0, &r, &fault, &err);
         check_status(rc, &err);
         check_sync(rc, &r, &fault);
-        soap_sync_result_clear(&r);
+        mkto_sync_result_clear(&r);
     }
-    soap_fault_clear(&fault);
+    mkto_fault_clear(&fault);
     free(body);
     return 0;
 }

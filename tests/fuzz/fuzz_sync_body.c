@@ -69,7 +69,7 @@ static void expect_text(xmlNodePtr n, const char *name, const char *want, size_t
 }
 
 /* Parses one envelope back and compares its leadRecords with leads[0..n). */
-static void check_envelope(const char *xml, size_t len, const soap_lead *leads, size_t n)
+static void check_envelope(const char *xml, size_t len, const mkto_lead *leads, size_t n)
 {
     if (len > (size_t)INT32_MAX)
         fuzz_fail("envelope of %zu bytes", len);
@@ -88,7 +88,7 @@ static void check_envelope(const char *xml, size_t len, const soap_lead *leads, 
             fuzz_fail("unexpected <%s> in leadRecordList", (const char *)r->name);
         if (i >= n)
             fuzz_fail("more leadRecords than the %zu leads given", n);
-        const soap_lead *l = &leads[i];
+        const mkto_lead *l = &leads[i];
         char idbuf[32];
         if (l->has_id)
             snprintf(idbuf, sizeof idbuf, "%lld", (long long)l->id);

@@ -29,7 +29,7 @@ static gw_cache *new_cache(int64_t max, int64_t ttl, int64_t neg)
 }
 
 /* Stores one entry with the current epoch; returns put_many's result. */
-static int put1(gw_cache *c, soap_key_type t, const char *fs, const char *v, const char *json,
+static int put1(gw_cache *c, mkto_key_type t, const char *fs, const char *v, const char *json,
                 const int64_t *ids, size_t nids)
 {
     uint64_t epoch = gw_cache_local_epoch(c);
@@ -38,7 +38,7 @@ static int put1(gw_cache *c, soap_key_type t, const char *fs, const char *v, con
 }
 
 /* Reads one entry; returns the malloc'd JSON or NULL. */
-static char *get1(gw_cache *c, soap_key_type t, const char *fs, const char *v)
+static char *get1(gw_cache *c, mkto_key_type t, const char *fs, const char *v)
 {
     const char *vals[1] = {v};
     char *out[1] = {(char *)"junk"};
@@ -49,7 +49,7 @@ static char *get1(gw_cache *c, soap_key_type t, const char *fs, const char *v)
 }
 
 /* Asserts that a key holds exactly json (NULL: a miss). */
-static void expect(gw_cache *c, soap_key_type t, const char *fs, const char *v, const char *json)
+static void expect(gw_cache *c, mkto_key_type t, const char *fs, const char *v, const char *json)
 {
     char *got = get1(c, t, fs, v);
     if (json == NULL) {
@@ -68,13 +68,13 @@ static void test_hit_miss_partial(void **state)
     gw_cache *c = new_cache(100, 300, 30);
     assert_string_equal(c->ops->name, "local");
     int64_t ida = 1, idb = 2;
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[{\"id\":1}]", &ida, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "b@x.com", "[{\"id\":2}]", &idb, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[{\"id\":1}]", &ida, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "b@x.com", "[{\"id\":2}]", &idb, 1), 0);
 
     const char *vals[3] = {"a@x.com", "c@x.com", "b@x.com"};
     char *out[3];
     uint64_t epoch;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 3, out, &epoch), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", vals, 3, out, &epoch), 0);
     assert_int_equal(epoch, 1);
     assert_string_equal(out[0], "[{\"id\":1}]");
     assert_null(out[1]);
@@ -83,12 +83,12 @@ static void test_hit_miss_partial(void **state)
     free(out[2]);
 
     /* Other key type, other field set: misses. */
-    expect(c, SOAP_KEY_COOKIE, "", "a@x.com", NULL);
-    expect(c, SOAP_KEY_EMAIL, "FirstName", "a@x.com", NULL);
+    expect(c, MKTO_KEY_COOKIE, "", "a@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "FirstName", "a@x.com", NULL);
     /* Replacing an entry keeps one entry. */
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[{\"id\":1,\"v\":2}]", &ida, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[{\"id\":1,\"v\":2}]", &ida, 1), 0);
     assert_int_equal(gw_cache_local_size(c), 2);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", "[{\"id\":1,\"v\":2}]");
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", "[{\"id\":1,\"v\":2}]");
     c->ops->destroy(c);
 }
 
@@ -97,26 +97,26 @@ static void test_ttl(void **state)
     (void)state;
     gw_cache *c = new_cache(100, 300, 30);
     int64_t id = 7;
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
     int64_t t0 = fake_now;
     fake_now = t0 + 30000 - 1;
-    expect(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]");
+    expect(c, MKTO_KEY_EMAIL, "", "neg@x.com", "[]");
     fake_now = t0 + 30000;
-    expect(c, SOAP_KEY_EMAIL, "", "neg@x.com", NULL);
-    expect(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]");
+    expect(c, MKTO_KEY_EMAIL, "", "neg@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]");
     assert_int_equal(gw_cache_local_size(c), 1);
     fake_now = t0 + 300000 - 1;
-    expect(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]");
+    expect(c, MKTO_KEY_EMAIL, "", "pos@x.com", "[{\"id\":7}]");
     fake_now = t0 + 300000;
-    expect(c, SOAP_KEY_EMAIL, "", "pos@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "", "pos@x.com", NULL);
     assert_int_equal(gw_cache_local_size(c), 0);
     c->ops->destroy(c);
 
     /* A TTL of 0 stores nothing of that kind. */
     c = new_cache(100, 300, 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
-    expect(c, SOAP_KEY_EMAIL, "", "neg@x.com", NULL);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
+    expect(c, MKTO_KEY_EMAIL, "", "neg@x.com", NULL);
     assert_int_equal(gw_cache_local_size(c), 0);
     c->ops->destroy(c);
 }
@@ -126,16 +126,16 @@ static void test_lru_bound(void **state)
     (void)state;
     gw_cache *c = new_cache(3, 300, 30);
     int64_t ids[4] = {1, 2, 3, 4};
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a", "[1]", &ids[0], 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "b", "[2]", &ids[1], 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "c", "[3]", &ids[2], 1), 0);
-    expect(c, SOAP_KEY_EMAIL, "", "a", "[1]"); /* a is now the most recent */
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "d", "[4]", &ids[3], 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a", "[1]", &ids[0], 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "b", "[2]", &ids[1], 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "c", "[3]", &ids[2], 1), 0);
+    expect(c, MKTO_KEY_EMAIL, "", "a", "[1]"); /* a is now the most recent */
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "d", "[4]", &ids[3], 1), 0);
     assert_int_equal(gw_cache_local_size(c), 3);
-    expect(c, SOAP_KEY_EMAIL, "", "b", NULL);
-    expect(c, SOAP_KEY_EMAIL, "", "a", "[1]");
-    expect(c, SOAP_KEY_EMAIL, "", "c", "[3]");
-    expect(c, SOAP_KEY_EMAIL, "", "d", "[4]");
+    expect(c, MKTO_KEY_EMAIL, "", "b", NULL);
+    expect(c, MKTO_KEY_EMAIL, "", "a", "[1]");
+    expect(c, MKTO_KEY_EMAIL, "", "c", "[3]");
+    expect(c, MKTO_KEY_EMAIL, "", "d", "[4]");
     /* The evicted entry left the id index too: invalidating its id is harmless. */
     assert_int_equal(c->ops->invalidate(c, NULL, 0, &ids[1], 1), 0);
     assert_int_equal(gw_cache_local_size(c), 3);
@@ -147,7 +147,7 @@ static void test_lru_bound(void **state)
         char v[32];
         snprintf(v, sizeof(v), "k%d@x.com", i);
         int64_t two[2] = {i % 777, i % 13};
-        assert_int_equal(put1(c, SOAP_KEY_EMAIL, (i & 1) ? "A" : "", v, "[0]", two, 2), 0);
+        assert_int_equal(put1(c, MKTO_KEY_EMAIL, (i & 1) ? "A" : "", v, "[0]", two, 2), 0);
         assert_true(gw_cache_local_size(c) <= 1000);
     }
     assert_int_equal(gw_cache_local_size(c), 1000);
@@ -162,27 +162,27 @@ static void test_invalidate_key_all_variants(void **state)
     (void)state;
     gw_cache *c = new_cache(100, 300, 30);
     int64_t id = 9;
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[9]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "FirstName", "a@x.com", "[9f]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company,FirstName", "a@x.com", "[9g]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "b@x.com", "[]", NULL, 0), 0);
-    assert_int_equal(put1(c, SOAP_KEY_COOKIE, "", "a@x.com", "[c]", NULL, 0), 0);
-    gw_cache_key k = {SOAP_KEY_EMAIL, "a@x.com"};
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[9]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "FirstName", "a@x.com", "[9f]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "Company,FirstName", "a@x.com", "[9g]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "b@x.com", "[]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_COOKIE, "", "a@x.com", "[c]", NULL, 0), 0);
+    gw_cache_key k = {MKTO_KEY_EMAIL, "a@x.com"};
     assert_int_equal(c->ops->invalidate(c, &k, 1, NULL, 0), 0);
     assert_int_equal(gw_cache_local_epoch(c), 2);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", NULL);
-    expect(c, SOAP_KEY_EMAIL, "FirstName", "a@x.com", NULL);
-    expect(c, SOAP_KEY_EMAIL, "Company,FirstName", "a@x.com", NULL);
-    expect(c, SOAP_KEY_EMAIL, "", "b@x.com", "[]");
-    expect(c, SOAP_KEY_COOKIE, "", "a@x.com", "[c]");
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "FirstName", "a@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "Company,FirstName", "a@x.com", NULL);
+    expect(c, MKTO_KEY_EMAIL, "", "b@x.com", "[]");
+    expect(c, MKTO_KEY_COOKIE, "", "a@x.com", "[c]");
     assert_int_equal(gw_cache_local_size(c), 2);
     /* An invalidation with nothing to drop still advances the epoch. */
-    gw_cache_key none = {SOAP_KEY_EMAIL, "nobody@x.com"};
+    gw_cache_key none = {MKTO_KEY_EMAIL, "nobody@x.com"};
     assert_int_equal(c->ops->invalidate(c, &none, 1, NULL, 0), 0);
     assert_int_equal(gw_cache_local_epoch(c), 3);
     /* The key can be stored again. */
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[9new]", &id, 1), 0);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", "[9new]");
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[9new]", &id, 1), 0);
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", "[9new]");
     c->ops->destroy(c);
 }
 
@@ -191,19 +191,19 @@ static void test_invalidate_by_id(void **state)
     (void)state;
     gw_cache *c = new_cache(100, 300, 30);
     int64_t five = 5, six = 6, both[3] = {5, 6, 5};
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[5]", &five, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_COOKIE, "", "ck", "[5]", &five, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_SFDCLEADID, "Company", "00Q1", "[5,6]", both, 3), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "b@x.com", "[6]", &six, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_IDNUM, "", "6", "[6]", &six, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[5]", &five, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_COOKIE, "", "ck", "[5]", &five, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_SFDCLEADID, "Company", "00Q1", "[5,6]", both, 3), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "b@x.com", "[6]", &six, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_IDNUM, "", "6", "[6]", &six, 1), 0);
     assert_int_equal(c->ops->invalidate(c, NULL, 0, &five, 1), 0);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", NULL);
-    expect(c, SOAP_KEY_COOKIE, "", "ck", NULL);
-    expect(c, SOAP_KEY_SFDCLEADID, "Company", "00Q1", NULL);
-    expect(c, SOAP_KEY_EMAIL, "", "b@x.com", "[6]");
-    expect(c, SOAP_KEY_IDNUM, "", "6", "[6]");
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", NULL);
+    expect(c, MKTO_KEY_COOKIE, "", "ck", NULL);
+    expect(c, MKTO_KEY_SFDCLEADID, "Company", "00Q1", NULL);
+    expect(c, MKTO_KEY_EMAIL, "", "b@x.com", "[6]");
+    expect(c, MKTO_KEY_IDNUM, "", "6", "[6]");
     assert_int_equal(gw_cache_local_size(c), 2);
-    gw_cache_key k = {SOAP_KEY_EMAIL, "b@x.com"};
+    gw_cache_key k = {MKTO_KEY_EMAIL, "b@x.com"};
     assert_int_equal(c->ops->invalidate(c, &k, 1, &six, 1), 0);
     assert_int_equal(gw_cache_local_size(c), 0);
     c->ops->destroy(c);
@@ -217,20 +217,20 @@ static void test_stale_write_race(void **state)
     const char *vals[1] = {"a@x.com"};
     char *out[1];
     uint64_t epoch;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 1, out, &epoch), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", vals, 1, out, &epoch), 0);
     assert_null(out[0]);
     /* The sync lands while the lookup is upstream. */
-    gw_cache_key k = {SOAP_KEY_EMAIL, "a@x.com"};
+    gw_cache_key k = {MKTO_KEY_EMAIL, "a@x.com"};
     int64_t id = 42;
     assert_int_equal(c->ops->invalidate(c, &k, 1, &id, 1), 0);
     gw_cache_put it = {"a@x.com", "[{\"id\":42,\"old\":true}]", &id, 1};
-    assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", &it, 1, epoch), 1);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", NULL);
+    assert_int_equal(c->ops->put_many(c, MKTO_KEY_EMAIL, "", &it, 1, epoch), 1);
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", NULL);
     assert_int_equal(gw_cache_local_size(c), 0);
     /* A lookup that started after it stores normally. */
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 1, out, &epoch), 0);
-    assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", &it, 1, epoch), 0);
-    expect(c, SOAP_KEY_EMAIL, "", "a@x.com", "[{\"id\":42,\"old\":true}]");
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", vals, 1, out, &epoch), 0);
+    assert_int_equal(c->ops->put_many(c, MKTO_KEY_EMAIL, "", &it, 1, epoch), 0);
+    expect(c, MKTO_KEY_EMAIL, "", "a@x.com", "[{\"id\":42,\"old\":true}]");
     c->ops->destroy(c);
 }
 
@@ -238,21 +238,21 @@ static void test_normalize(void **state)
 {
     (void)state;
     char out[32];
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_EMAIL, "Joe@Marketo.COM", out, sizeof(out)), 0);
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "Joe@Marketo.COM", out, sizeof(out)), 0);
     assert_string_equal(out, "joe@marketo.com");
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_LEADOWNEREMAIL, "Boss@X.Com", out, sizeof(out)),
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_LEADOWNEREMAIL, "Boss@X.Com", out, sizeof(out)),
                      0);
     assert_string_equal(out, "boss@x.com");
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_COOKIE, "id:ABC-Tok", out, sizeof(out)), 0);
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_COOKIE, "id:ABC-Tok", out, sizeof(out)), 0);
     assert_string_equal(out, "id:ABC-Tok");
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_SFDCLEADID, "00Qx", out, sizeof(out)), 0);
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_SFDCLEADID, "00Qx", out, sizeof(out)), 0);
     assert_string_equal(out, "00Qx");
     /* Non-ASCII bytes are left alone. */
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_EMAIL, "\xC3\x89T\xC3\xA9@X", out, sizeof(out)),
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "\xC3\x89T\xC3\xA9@X", out, sizeof(out)),
                      0);
     assert_string_equal(out, "\xC3\x89t\xC3\xA9@x");
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_EMAIL, "abcd", out, 4), -1);
-    assert_int_equal(gw_cache_normalize(SOAP_KEY_EMAIL, "abc", out, 4), 0);
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "abcd", out, 4), -1);
+    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "abc", out, 4), 0);
 }
 
 static void test_bad_params(void **state)
@@ -282,16 +282,16 @@ static void *worker_main(void *arg)
         const char *vals[1] = {v};
         char *out[1];
         uint64_t epoch;
-        if (w->c->ops->get_many(w->c, SOAP_KEY_EMAIL, "", vals, 1, out, &epoch) != 0)
+        if (w->c->ops->get_many(w->c, MKTO_KEY_EMAIL, "", vals, 1, out, &epoch) != 0)
             w->errors++;
         if (out[0] != NULL && strcmp(out[0], "[x]") != 0)
             w->errors++;
         free(out[0]);
         gw_cache_put it = {v, "[x]", &id, 1};
-        if (w->c->ops->put_many(w->c, SOAP_KEY_EMAIL, "", &it, 1, epoch) < 0)
+        if (w->c->ops->put_many(w->c, MKTO_KEY_EMAIL, "", &it, 1, epoch) < 0)
             w->errors++;
         if (i % 50 == w->seed) {
-            gw_cache_key key = {SOAP_KEY_EMAIL, v};
+            gw_cache_key key = {MKTO_KEY_EMAIL, v};
             w->c->ops->invalidate(w->c, &key, 1, &id, 1);
         }
     }

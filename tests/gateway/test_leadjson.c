@@ -25,7 +25,7 @@ static char *dump(json_t *j)
 
 static void expect_attr(const char *type, const char *value, const char *want)
 {
-    soap_attr a = {(char *)"X", (char *)type, (char *)value};
+    mkto_attr a = {(char *)"X", (char *)type, (char *)value};
     json_t *j = gw_attr_to_json(&a);
     char *s = dump(j);
     if (strcmp(s, want) != 0)
@@ -39,14 +39,14 @@ static void expect_attr(const char *type, const char *value, const char *want)
 static void test_docs_lead(void **state)
 {
     (void)state;
-    soap_attr attrs[] = {
+    mkto_attr attrs[] = {
         {(char *)"Company", (char *)"string", (char *)"Marketo"},
         {(char *)"Date_of_purchase", (char *)"date", (char *)"2012-04-04"},
         {(char *)"FirstName", (char *)"string", (char *)"Joe"},
         {(char *)"LastName", (char *)"string", (char *)"Orante"},
         {(char *)"LeadScore", (char *)"integer", (char *)"11"},
     };
-    soap_lead l = {.has_id = true, .id = 67508, .email = (char *)"joe@marketo.com",
+    mkto_lead l = {.has_id = true, .id = 67508, .email = (char *)"joe@marketo.com",
                    .attrs = attrs, .nattrs = 5};
     json_t *j = gw_lead_to_json(&l);
     char *s = dump(j);
@@ -59,7 +59,7 @@ static void test_docs_lead(void **state)
     json_decref(j);
 
     /* No id, foreign system set, no attributes. */
-    soap_lead m = {.has_id = false, .foreign_sys_person_id = (char *)"F-1",
+    mkto_lead m = {.has_id = false, .foreign_sys_person_id = (char *)"F-1",
                    .foreign_sys_type = (char *)"SFDC"};
     j = gw_lead_to_json(&m);
     s = dump(j);
@@ -86,7 +86,7 @@ static void test_typed_values(void **state)
     expect_attr("float", "1e3", "1000.0");
     expect_attr("float", "12", "12.0");
     expect_attr("currency", "19.99", "19.99");
-    soap_attr cur = {(char *)"Price", (char *)"currency", (char *)"19.99"};
+    mkto_attr cur = {(char *)"Price", (char *)"currency", (char *)"19.99"};
     json_t *jc = gw_attr_to_json(&cur);
     assert_true(json_is_real(jc));
     assert_true(json_real_value(jc) == 19.99);
@@ -148,7 +148,7 @@ static void sync_bad(const char *body, const char *want)
     sync_bad_len(body, strlen(body), want);
 }
 
-static const char *attr_value(const soap_lead *l, const char *name)
+static const char *attr_value(const mkto_lead *l, const char *name)
 {
     for (size_t i = 0; i < l->nattrs; i++) {
         if (strcmp(l->attrs[i].name, name) == 0)
@@ -171,7 +171,7 @@ static void test_sync_accept(void **state)
             300, &r);
     assert_int_equal(r.nleads, 3);
     assert_false(r.dedup);
-    soap_lead *a = &r.leads[0];
+    mkto_lead *a = &r.leads[0];
     assert_false(a->has_id);
     assert_string_equal(a->email, "a@x.com");
     assert_int_equal(a->nattrs, 8);

@@ -48,17 +48,17 @@ static void test_key_params(void **state)
     (void)state;
     struct {
         const char *param;
-        soap_key_type t;
+        mkto_key_type t;
     } names[] = {
-        {"id", SOAP_KEY_IDNUM},
-        {"email", SOAP_KEY_EMAIL},
-        {"cookie", SOAP_KEY_COOKIE},
-        {"leadOwnerEmail", SOAP_KEY_LEADOWNEREMAIL},
-        {"sfdcAccountId", SOAP_KEY_SFDCACCOUNTID},
-        {"sfdcContactId", SOAP_KEY_SFDCCONTACTID},
-        {"sfdcLeadId", SOAP_KEY_SFDCLEADID},
-        {"sfdcLeadOwnerId", SOAP_KEY_SFDCLEADOWNERID},
-        {"sfdcOpptyId", SOAP_KEY_SFDCOPPTYID},
+        {"id", MKTO_KEY_IDNUM},
+        {"email", MKTO_KEY_EMAIL},
+        {"cookie", MKTO_KEY_COOKIE},
+        {"leadOwnerEmail", MKTO_KEY_LEADOWNEREMAIL},
+        {"sfdcAccountId", MKTO_KEY_SFDCACCOUNTID},
+        {"sfdcContactId", MKTO_KEY_SFDCCONTACTID},
+        {"sfdcLeadId", MKTO_KEY_SFDCLEADID},
+        {"sfdcLeadOwnerId", MKTO_KEY_SFDCLEADOWNERID},
+        {"sfdcOpptyId", MKTO_KEY_SFDCOPPTYID},
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char qs[128];
@@ -66,7 +66,7 @@ static void test_key_params(void **state)
         gw_selector s;
         ok(qs, &s);
         assert_true(s.has_selector);
-        assert_int_equal(s.kind, SOAP_SEL_KEYS);
+        assert_int_equal(s.kind, MKTO_SEL_KEYS);
         assert_int_equal(s.key_type, names[i].t);
         assert_int_equal(s.nkeys, 3);
         assert_string_equal(s.keys[0], "12");
@@ -77,7 +77,7 @@ static void test_key_params(void **state)
         gw_selector_clear(&s);
         assert_string_equal(gw_key_param_name(names[i].t), names[i].param);
     }
-    assert_null(gw_key_param_name(SOAP_KEY__COUNT));
+    assert_null(gw_key_param_name(MKTO_KEY__COUNT));
 }
 
 static void test_emails(void **state)
@@ -227,7 +227,7 @@ static void test_static_list(void **state)
     (void)state;
     gw_selector s;
     ok("staticList=SMSProgram.listForTesting&fields=LastName,FirstName,LastName&limit=2", &s);
-    assert_int_equal(s.kind, SOAP_SEL_STATIC_LIST);
+    assert_int_equal(s.kind, MKTO_SEL_STATIC_LIST);
     assert_string_equal(s.list_name, "SMSProgram.listForTesting");
     assert_int_equal(s.list_id, 0);
     assert_int_equal(s.nfields, 2);
@@ -243,7 +243,7 @@ static void test_static_list(void **state)
     gw_selector_clear(&s);
 
     ok("staticListId=6926", &s);
-    assert_int_equal(s.kind, SOAP_SEL_STATIC_LIST);
+    assert_int_equal(s.kind, MKTO_SEL_STATIC_LIST);
     assert_null(s.list_name);
     assert_int_equal(s.list_id, 6926);
     gw_selector_clear(&s);
@@ -261,7 +261,7 @@ static void test_updated_at(void **state)
     (void)state;
     gw_selector s;
     ok("updatedSince=2024-01-01T00:00:00Z", &s);
-    assert_int_equal(s.kind, SOAP_SEL_UPDATED_AT);
+    assert_int_equal(s.kind, MKTO_SEL_UPDATED_AT);
     assert_int_equal(s.updated_since, 1704067200);
     assert_int_equal(s.updated_until, 0);
     gw_selector_clear(&s);

@@ -54,7 +54,7 @@ static gw_cache *new_cache(const char *prefix, int64_t ttl, int64_t neg, gw_redi
 }
 
 /* Stores one entry (json, ids) under (t, fieldset, value) with a fresh epoch; returns put_many's result. */
-static int put1(gw_cache *c, soap_key_type t, const char *fs, const char *value, const char *json,
+static int put1(gw_cache *c, mkto_key_type t, const char *fs, const char *value, const char *json,
                 const int64_t *ids, size_t nids)
 {
     char *out = NULL;
@@ -67,7 +67,7 @@ static int put1(gw_cache *c, soap_key_type t, const char *fs, const char *value,
 }
 
 /* get_many of one key: the JSON (caller frees) or NULL; asserts the call worked. */
-static char *get1(gw_cache *c, soap_key_type t, const char *fs, const char *value)
+static char *get1(gw_cache *c, mkto_key_type t, const char *fs, const char *value)
 {
     char *out = NULL;
     uint64_t epoch = 0;
@@ -76,7 +76,7 @@ static char *get1(gw_cache *c, soap_key_type t, const char *fs, const char *valu
     return out;
 }
 
-static void assert_hit(gw_cache *c, soap_key_type t, const char *fs, const char *value,
+static void assert_hit(gw_cache *c, mkto_key_type t, const char *fs, const char *value,
                        const char *json)
 {
     char *v = get1(c, t, fs, value);
@@ -85,7 +85,7 @@ static void assert_hit(gw_cache *c, soap_key_type t, const char *fs, const char 
     free(v);
 }
 
-static void assert_miss(gw_cache *c, soap_key_type t, const char *fs, const char *value)
+static void assert_miss(gw_cache *c, mkto_key_type t, const char *fs, const char *value)
 {
     char *v = get1(c, t, fs, value);
     assert_null(v);
@@ -99,7 +99,7 @@ static void test_hit_miss_partial(void **state)
     const char *vals[3] = {"a@x.com", "b@x.com", "c@x.com"};
     char *out[3];
     uint64_t epoch = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 3, out, &epoch), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", vals, 3, out, &epoch), 0);
     for (int i = 0; i < 3; i++)
         assert_null(out[i]);
     assert_true(epoch > 0);
@@ -110,10 +110,10 @@ static void test_hit_miss_partial(void **state)
         {.value = "c@x.com", .json = "[]", .ids = NULL, .nids = 0},
     };
     (void)id_b;
-    assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", p, 2, epoch), 0);
+    assert_int_equal(c->ops->put_many(c, MKTO_KEY_EMAIL, "", p, 2, epoch), 0);
 
     uint64_t epoch2 = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", vals, 3, out, &epoch2), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", vals, 3, out, &epoch2), 0);
     assert_int_equal(epoch2, epoch); /* no invalidation in between */
     assert_non_null(out[0]);
     assert_string_equal(out[0], "[{\"id\":11}]");
@@ -124,11 +124,11 @@ static void test_hit_miss_partial(void **state)
         free(out[i]);
 
     /* Another field set, another key type: misses. */
-    assert_miss(c, SOAP_KEY_EMAIL, "Company", "a@x.com");
-    assert_miss(c, SOAP_KEY_COOKIE, "", "a@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "Company", "a@x.com");
+    assert_miss(c, MKTO_KEY_COOKIE, "", "a@x.com");
     /* n = 0 still reports the epoch. */
     uint64_t e0 = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e0), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &e0), 0);
     assert_int_equal(e0, epoch);
     c->ops->destroy(c);
 }
@@ -139,21 +139,21 @@ static void test_ttl_and_negative_ttl(void **state)
     NEED_SERVER();
     gw_cache *c = new_cache("t2:", 2, 1, NULL);
     int64_t id = 5;
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "neg@x.com", "[]", NULL, 0), 0);
     /* Same hash: a negative variant and a positive one; the positive must
      * not stretch the negative's life. */
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "mix@x.com", "[]", NULL, 0), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]", &id, 1), 0);
-    assert_hit(c, SOAP_KEY_EMAIL, "", "neg@x.com", "[]");
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "mix@x.com", "[]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]", &id, 1), 0);
+    assert_hit(c, MKTO_KEY_EMAIL, "", "neg@x.com", "[]");
     rh_sleep_ms(1300);
-    assert_hit(c, SOAP_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]");
-    assert_miss(c, SOAP_KEY_EMAIL, "", "neg@x.com");
-    assert_miss(c, SOAP_KEY_EMAIL, "", "mix@x.com");
-    assert_hit(c, SOAP_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]");
+    assert_hit(c, MKTO_KEY_EMAIL, "", "pos@x.com", "[{\"id\":5}]");
+    assert_miss(c, MKTO_KEY_EMAIL, "", "neg@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "", "mix@x.com");
+    assert_hit(c, MKTO_KEY_EMAIL, "Company", "mix@x.com", "[{\"id\":5}]");
     rh_sleep_ms(1000);
-    assert_miss(c, SOAP_KEY_EMAIL, "", "pos@x.com");
-    assert_miss(c, SOAP_KEY_EMAIL, "Company", "mix@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "", "pos@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "Company", "mix@x.com");
     /* And Redis dropped the keys themselves. */
     assert_int_equal(rh_command_int(srv, "EXISTS t2:c:EMAIL:pos@x.com"), 0);
     c->ops->destroy(c);
@@ -165,26 +165,26 @@ static void test_invalidate_drops_every_variant(void **state)
     NEED_SERVER();
     gw_cache *c = new_cache("t3:", 60, 30, NULL);
     int64_t id = 7;
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "v@x.com", "[1]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company", "v@x.com", "[2]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "Company,FirstName", "v@x.com", "[3]", &id, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "other@x.com", "[4]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "v@x.com", "[1]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "Company", "v@x.com", "[2]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "Company,FirstName", "v@x.com", "[3]", &id, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "other@x.com", "[4]", NULL, 0), 0);
     uint64_t e1 = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e1), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &e1), 0);
 
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "v@x.com"};
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "v@x.com"};
     assert_int_equal(c->ops->invalidate(c, &k, 1, NULL, 0), 0);
-    assert_miss(c, SOAP_KEY_EMAIL, "", "v@x.com");
-    assert_miss(c, SOAP_KEY_EMAIL, "Company", "v@x.com");
-    assert_miss(c, SOAP_KEY_EMAIL, "Company,FirstName", "v@x.com");
-    assert_hit(c, SOAP_KEY_EMAIL, "", "other@x.com", "[4]");
+    assert_miss(c, MKTO_KEY_EMAIL, "", "v@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "Company", "v@x.com");
+    assert_miss(c, MKTO_KEY_EMAIL, "Company,FirstName", "v@x.com");
+    assert_hit(c, MKTO_KEY_EMAIL, "", "other@x.com", "[4]");
     uint64_t e2 = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e2), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &e2), 0);
     assert_true(e2 > e1);
     /* Nothing to drop still advances the epoch. */
     assert_int_equal(c->ops->invalidate(c, NULL, 0, NULL, 0), 0);
     uint64_t e3 = 0;
-    assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &e3), 0);
+    assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &e3), 0);
     assert_true(e3 > e2);
     c->ops->destroy(c);
 }
@@ -195,18 +195,18 @@ static void test_invalidate_by_id(void **state)
     NEED_SERVER();
     gw_cache *c = new_cache("t4:", 60, 30, NULL);
     int64_t seven = 7, eight = 8, both[2] = {7, 8};
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "a@x.com", "[7]", &seven, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_COOKIE, "Company", "ck-1", "[7]", &seven, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_SFDCACCOUNTID, "", "acc", "[7,8]", both, 2), 0);
-    assert_int_equal(put1(c, SOAP_KEY_SFDCLEADID, "", "lead8", "[8]", &eight, 1), 0);
-    assert_int_equal(put1(c, SOAP_KEY_IDNUM, "", "7", "[7]", &seven, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "a@x.com", "[7]", &seven, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_COOKIE, "Company", "ck-1", "[7]", &seven, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_SFDCACCOUNTID, "", "acc", "[7,8]", both, 2), 0);
+    assert_int_equal(put1(c, MKTO_KEY_SFDCLEADID, "", "lead8", "[8]", &eight, 1), 0);
+    assert_int_equal(put1(c, MKTO_KEY_IDNUM, "", "7", "[7]", &seven, 1), 0);
 
     assert_int_equal(c->ops->invalidate(c, NULL, 0, &seven, 1), 0);
-    assert_miss(c, SOAP_KEY_EMAIL, "", "a@x.com");
-    assert_miss(c, SOAP_KEY_COOKIE, "Company", "ck-1");
-    assert_miss(c, SOAP_KEY_SFDCACCOUNTID, "", "acc");
-    assert_miss(c, SOAP_KEY_IDNUM, "", "7");
-    assert_hit(c, SOAP_KEY_SFDCLEADID, "", "lead8", "[8]");
+    assert_miss(c, MKTO_KEY_EMAIL, "", "a@x.com");
+    assert_miss(c, MKTO_KEY_COOKIE, "Company", "ck-1");
+    assert_miss(c, MKTO_KEY_SFDCACCOUNTID, "", "acc");
+    assert_miss(c, MKTO_KEY_IDNUM, "", "7");
+    assert_hit(c, MKTO_KEY_SFDCLEADID, "", "lead8", "[8]");
     assert_int_equal(rh_command_int(srv, "EXISTS t4:id:7"), 0);
     assert_int_equal(rh_command_int(srv, "EXISTS t4:id:8"), 1);
     c->ops->destroy(c);
@@ -223,25 +223,25 @@ static void test_stale_write_race_two_instances(void **state)
     const char *v[1] = {"race@x.com"};
     char *out = NULL;
     uint64_t e = 0;
-    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_int_equal(a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e), 0);
     assert_null(out);
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "race@x.com"};
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "race@x.com"};
     assert_int_equal(b->ops->invalidate(b, &k, 1, NULL, 0), 0);
     int64_t id = 9;
     gw_cache_put p = {.value = "race@x.com", .json = "[\"old\"]", .ids = &id, .nids = 1};
-    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
-    assert_miss(a, SOAP_KEY_EMAIL, "", "race@x.com");
-    assert_miss(b, SOAP_KEY_EMAIL, "", "race@x.com");
+    assert_int_equal(a->ops->put_many(a, MKTO_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, MKTO_KEY_EMAIL, "", "race@x.com");
+    assert_miss(b, MKTO_KEY_EMAIL, "", "race@x.com");
     assert_int_equal(rh_command_int(srv, "EXISTS t5:c:EMAIL:race@x.com"), 0);
     assert_int_equal(rh_command_int(srv, "EXISTS t5:id:9"), 0);
     /* Same instance too: an invalidation through a itself. */
-    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_int_equal(a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e), 0);
     assert_int_equal(a->ops->invalidate(a, NULL, 0, &id, 1), 0);
-    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
-    assert_miss(a, SOAP_KEY_EMAIL, "", "race@x.com");
+    assert_int_equal(a->ops->put_many(a, MKTO_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, MKTO_KEY_EMAIL, "", "race@x.com");
     /* A fresh read then stores. */
-    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "race@x.com", "[\"new\"]", &id, 1), 0);
-    assert_hit(b, SOAP_KEY_EMAIL, "", "race@x.com", "[\"new\"]");
+    assert_int_equal(put1(a, MKTO_KEY_EMAIL, "", "race@x.com", "[\"new\"]", &id, 1), 0);
+    assert_hit(b, MKTO_KEY_EMAIL, "", "race@x.com", "[\"new\"]");
     a->ops->destroy(a);
     b->ops->destroy(b);
 }
@@ -255,7 +255,7 @@ static void test_stale_write_race_two_processes(void **state)
     const char *v[1] = {"proc@x.com"};
     char *out = NULL;
     uint64_t e = 0;
-    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), 0);
+    assert_int_equal(a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e), 0);
     assert_null(out);
 
     pid_t pid = fork();
@@ -263,7 +263,7 @@ static void test_stale_write_race_two_processes(void **state)
     if (pid == 0) {
         gw_redis *r = rh_client(srv, "t6:", 300);
         gw_cache *b = r ? gw_cache_redis_new(r, 60, 30) : NULL;
-        gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "proc@x.com"};
+        gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "proc@x.com"};
         int rc = b ? b->ops->invalidate(b, &k, 1, NULL, 0) : -1;
         _exit(rc == 0 ? 0 : 1);
     }
@@ -272,8 +272,8 @@ static void test_stale_write_race_two_processes(void **state)
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 
     gw_cache_put p = {.value = "proc@x.com", .json = "[\"old\"]", .ids = NULL, .nids = 0};
-    assert_int_equal(a->ops->put_many(a, SOAP_KEY_EMAIL, "", &p, 1, e), 1);
-    assert_miss(a, SOAP_KEY_EMAIL, "", "proc@x.com");
+    assert_int_equal(a->ops->put_many(a, MKTO_KEY_EMAIL, "", &p, 1, e), 1);
+    assert_miss(a, MKTO_KEY_EMAIL, "", "proc@x.com");
     a->ops->destroy(a);
 }
 
@@ -283,19 +283,19 @@ static void test_prefix_isolation(void **state)
     NEED_SERVER();
     gw_cache *a = new_cache("iso-a:", 60, 30, NULL);
     gw_cache *b = new_cache("iso-b:", 60, 30, NULL);
-    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "p@x.com", "[\"a\"]", NULL, 0), 0);
-    assert_miss(b, SOAP_KEY_EMAIL, "", "p@x.com");
+    assert_int_equal(put1(a, MKTO_KEY_EMAIL, "", "p@x.com", "[\"a\"]", NULL, 0), 0);
+    assert_miss(b, MKTO_KEY_EMAIL, "", "p@x.com");
     uint64_t eb = 0;
-    assert_int_equal(b->ops->get_many(b, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
+    assert_int_equal(b->ops->get_many(b, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
     /* a's invalidation neither touches b's entries nor b's epoch. */
-    assert_int_equal(put1(b, SOAP_KEY_EMAIL, "", "p@x.com", "[\"b\"]", NULL, 0), 0);
-    assert_int_equal(b->ops->get_many(b, SOAP_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "p@x.com"};
+    assert_int_equal(put1(b, MKTO_KEY_EMAIL, "", "p@x.com", "[\"b\"]", NULL, 0), 0);
+    assert_int_equal(b->ops->get_many(b, MKTO_KEY_EMAIL, "", NULL, 0, NULL, &eb), 0);
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "p@x.com"};
     assert_int_equal(a->ops->invalidate(a, &k, 1, NULL, 0), 0);
-    assert_miss(a, SOAP_KEY_EMAIL, "", "p@x.com");
-    assert_hit(b, SOAP_KEY_EMAIL, "", "p@x.com", "[\"b\"]");
+    assert_miss(a, MKTO_KEY_EMAIL, "", "p@x.com");
+    assert_hit(b, MKTO_KEY_EMAIL, "", "p@x.com", "[\"b\"]");
     gw_cache_put p = {.value = "q@x.com", .json = "[\"b\"]", .ids = NULL, .nids = 0};
-    assert_int_equal(b->ops->put_many(b, SOAP_KEY_EMAIL, "", &p, 1, eb), 0);
+    assert_int_equal(b->ops->put_many(b, MKTO_KEY_EMAIL, "", &p, 1, eb), 0);
     a->ops->destroy(a);
     b->ops->destroy(b);
 }
@@ -308,13 +308,13 @@ static int64_t timed_failures(gw_cache *c)
     char *out = (char *)"x";
     uint64_t e = 0;
     gw_cache_put p = {.value = "down@x.com", .json = "[]", .ids = NULL, .nids = 0};
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "down@x.com"};
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "down@x.com"};
     for (int i = 0; i < 3; i++) {
         int64_t t0 = rh_mono_ms();
-        assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+        assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", v, 1, &out, &e), -1);
         assert_null(out);
         int64_t t1 = rh_mono_ms();
-        assert_int_equal(c->ops->put_many(c, SOAP_KEY_EMAIL, "", &p, 1, e), -1);
+        assert_int_equal(c->ops->put_many(c, MKTO_KEY_EMAIL, "", &p, 1, e), -1);
         int64_t t2 = rh_mono_ms();
         assert_int_equal(c->ops->invalidate(c, &k, 1, NULL, 0), -1);
         int64_t t3 = rh_mono_ms();
@@ -334,7 +334,7 @@ static int64_t wait_reconnect(gw_cache *c, int64_t limit_ms)
         char *out = NULL;
         uint64_t e;
         const char *v[1] = {"probe@x.com"};
-        if (c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e) == 0) {
+        if (c->ops->get_many(c, MKTO_KEY_EMAIL, "", v, 1, &out, &e) == 0) {
             free(out);
             return rh_mono_ms() - t0;
         }
@@ -349,7 +349,7 @@ static void test_down_fails_fast_and_reconnects(void **state)
     NEED_SERVER();
     gw_redis *r = NULL;
     gw_cache *c = new_cache("t8:", 60, 30, &r);
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "k@x.com", "[1]", NULL, 0), 0);
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "k@x.com", "[1]", NULL, 0), 0);
     assert_true(gw_redis_is_up(r));
 
     rh_kill(srv);
@@ -358,7 +358,7 @@ static void test_down_fails_fast_and_reconnects(void **state)
         const char *v[1] = {"k@x.com"};
         char *out = NULL;
         uint64_t e;
-        assert_int_equal(c->ops->get_many(c, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+        assert_int_equal(c->ops->get_many(c, MKTO_KEY_EMAIL, "", v, 1, &out, &e), -1);
     }
     assert_false(gw_redis_is_up(r));
     int64_t worst = timed_failures(c);
@@ -381,8 +381,8 @@ static void test_down_fails_fast_and_reconnects(void **state)
     assert_non_null(strstr(m, "redis_up 1"));
     free(m);
     /* The invalidations made while down were replayed: the cache works. */
-    assert_int_equal(put1(c, SOAP_KEY_EMAIL, "", "k@x.com", "[2]", NULL, 0), 0);
-    assert_hit(c, SOAP_KEY_EMAIL, "", "k@x.com", "[2]");
+    assert_int_equal(put1(c, MKTO_KEY_EMAIL, "", "k@x.com", "[2]", NULL, 0), 0);
+    assert_hit(c, MKTO_KEY_EMAIL, "", "k@x.com", "[2]");
     c->ops->destroy(c);
     gw_redis_unref(r);
 }
@@ -400,19 +400,19 @@ static void test_invalidation_replayed_after_outage(void **state)
     gw_cache *a = new_cache("t9:", 60, 30, NULL);
     gw_cache *b = new_cache("t9:", 60, 30, NULL);
     int64_t id = 42;
-    assert_int_equal(put1(a, SOAP_KEY_EMAIL, "", "s@x.com", "[\"before\"]", &id, 1), 0);
-    assert_hit(b, SOAP_KEY_EMAIL, "", "s@x.com", "[\"before\"]");
+    assert_int_equal(put1(a, MKTO_KEY_EMAIL, "", "s@x.com", "[\"before\"]", &id, 1), 0);
+    assert_hit(b, MKTO_KEY_EMAIL, "", "s@x.com", "[\"before\"]");
 
     int64_t t0 = rh_mono_ms();
     assert_int_equal(rh_command_int(srv, "CLIENT PAUSE 1500 ALL"), 0);
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "s@x.com"};
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "s@x.com"};
     assert_int_equal(a->ops->invalidate(a, &k, 1, &id, 1), -1);
     assert_true(rh_mono_ms() - t0 < 1000); /* bounded by the command timeout */
     /* a keeps bypassing while the invalidation is pending. */
     const char *v[1] = {"s@x.com"};
     char *out = NULL;
     uint64_t e;
-    assert_int_equal(a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e), -1);
+    assert_int_equal(a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e), -1);
     assert_true(rh_mono_ms() - t0 < 1500);
     rh_sleep_ms(t0 + 1500 - rh_mono_ms());
 
@@ -424,7 +424,7 @@ static void test_invalidation_replayed_after_outage(void **state)
         rh_sleep_ms(20);
         got = NULL;
         const char *vb[1] = {"s@x.com"};
-        if (b->ops->get_many(b, SOAP_KEY_EMAIL, "", vb, 1, &got, &e) != 0)
+        if (b->ops->get_many(b, MKTO_KEY_EMAIL, "", vb, 1, &got, &e) != 0)
             got = strdup("(error)");
     } while (got != NULL && rh_mono_ms() - t1 < 7000);
     print_message("# replayed %lld ms after Redis answered again\n",
@@ -433,10 +433,10 @@ static void test_invalidation_replayed_after_outage(void **state)
     /* a trusts the cache again once its replay has finished (a read that
      * comes while it is finishing still bypasses). */
     int64_t t2 = rh_mono_ms();
-    while (a->ops->get_many(a, SOAP_KEY_EMAIL, "", v, 1, &out, &e) != 0 && rh_mono_ms() - t2 < 1000)
+    while (a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e) != 0 && rh_mono_ms() - t2 < 1000)
         rh_sleep_ms(10);
     assert_null(out);
-    assert_miss(a, SOAP_KEY_EMAIL, "", "s@x.com");
+    assert_miss(a, MKTO_KEY_EMAIL, "", "s@x.com");
     a->ops->destroy(a);
     b->ops->destroy(b);
 }
@@ -470,7 +470,7 @@ static void test_await_invalidations(void **state)
     (void)state;
     NEED_SERVER();
     gw_cache *a = new_cache("t10:", 60, 30, NULL);
-    gw_cache_key k = {.type = SOAP_KEY_EMAIL, .value = "w@x.com"};
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "w@x.com"};
     settled s1 = {0}, s2 = {0}, s3 = {0};
     /* Nothing kept: nothing to wait for. */
     assert_int_equal(a->ops->invalidate(a, &k, 1, NULL, 0), 0);

@@ -196,13 +196,13 @@ int simh_soap(const simh *s, char *env, simh_resp *r)
 
 int simh_fault_code(const simh_resp *r)
 {
-    soap_leads_result res = {0};
-    soap_fault f = {0};
+    mkto_leads res = {0};
+    mkto_fault f = {0};
     int code = -1;
     if (r->body != NULL && soap_parse_get_lead(r->body, r->len, 0, &res, &f, NULL) == SOAP_ERR_FAULT)
         code = f.code;
-    soap_leads_result_clear(&res);
-    soap_fault_clear(&f);
+    mkto_leads_clear(&res);
+    mkto_fault_clear(&f);
     return code;
 }
 
@@ -232,8 +232,8 @@ long simh_admin(const simh *s, const char *path, const char *json)
     return st;
 }
 
-int simh_get_multiple(const simh *s, const soap_get_multiple *p, soap_leads_result *out,
-                      soap_fault *fault)
+int simh_get_multiple(const simh *s, const mkto_query *p, mkto_leads *out,
+                      mkto_fault *fault)
 {
     soap_auth a = simh_auth();
     char *env = NULL;
@@ -251,8 +251,8 @@ int simh_get_multiple(const simh *s, const soap_get_multiple *p, soap_leads_resu
     return rc;
 }
 
-int simh_get_lead(const simh *s, soap_key_type t, const char *value, soap_leads_result *out,
-                  soap_fault *fault)
+int simh_get_lead(const simh *s, mkto_key_type t, const char *value, mkto_leads *out,
+                  mkto_fault *fault)
 {
     soap_auth a = simh_auth();
     char *env = NULL;
@@ -270,8 +270,8 @@ int simh_get_lead(const simh *s, soap_key_type t, const char *value, soap_leads_
     return rc;
 }
 
-int simh_sync(const simh *s, const soap_lead *leads, size_t n, bool dedup,
-              soap_sync_result *out, soap_fault *fault)
+int simh_sync(const simh *s, const mkto_lead *leads, size_t n, bool dedup,
+              mkto_sync_result *out, mkto_fault *fault)
 {
     soap_auth a = simh_auth();
     char *env = NULL;
@@ -289,7 +289,7 @@ int simh_sync(const simh *s, const soap_lead *leads, size_t n, bool dedup,
     return rc;
 }
 
-const char *simh_attr(const soap_lead *l, const char *name)
+const char *simh_attr(const mkto_lead *l, const char *name)
 {
     for (size_t i = 0; i < l->nattrs; i++)
         if (strcmp(l->attrs[i].name, name) == 0)

@@ -64,15 +64,15 @@ long simh_admin(const simh *s, const char *path, const char *json);
 
 /* getMultipleLeads through the builder + parser. Returns the soap_status of
  * the parser; fault filled on SOAP_ERR_FAULT. */
-int simh_get_multiple(const simh *s, const soap_get_multiple *p, soap_leads_result *out,
-                      soap_fault *fault);
+int simh_get_multiple(const simh *s, const mkto_query *p, mkto_leads *out,
+                      mkto_fault *fault);
 /* getLead likewise. */
-int simh_get_lead(const simh *s, soap_key_type t, const char *value, soap_leads_result *out,
-                  soap_fault *fault);
+int simh_get_lead(const simh *s, mkto_key_type t, const char *value, mkto_leads *out,
+                  mkto_fault *fault);
 /* syncMultipleLeads likewise. */
-int simh_sync(const simh *s, const soap_lead *leads, size_t n, bool dedup,
-              soap_sync_result *out, soap_fault *fault);
+int simh_sync(const simh *s, const mkto_lead *leads, size_t n, bool dedup,
+              mkto_sync_result *out, mkto_fault *fault);
 /* Value of attribute name in l, or NULL. */
-const char *simh_attr(const soap_lead *l, const char *name);
+const char *simh_attr(const mkto_lead *l, const char *name);
 
 #endif /* TESTS_SIM_HARNESS_H */

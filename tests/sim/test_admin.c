@@ -79,13 +79,13 @@ static void test_stats(void **state)
     int64_t t0 = now_ms();
     assert_int_equal(get_lead_code(), 0);
     assert_int_equal(get_lead_code(), 0);
-    soap_leads_result lr;
-    soap_fault f = {0};
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "none@none.test", &lr, &f), SOAP_ERR_FAULT);
-    soap_fault_clear(&f);
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
+    mkto_leads lr;
+    mkto_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_EMAIL, "none@none.test", &lr, &f), SOAP_ERR_FAULT);
+    mkto_fault_clear(&f);
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 6926};
     assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);
-    soap_leads_result_clear(&lr);
+    mkto_leads_clear(&lr);
     simh_resp r;
     assert_int_equal(simh_post(&S, "/soap/mktows/2_3", "garbage", 7, &r), 0);
     simh_resp_free(&r);
@@ -130,11 +130,11 @@ static void test_fault_code_rule(void **state)
                                 "\"error_rate\": 1.0}"), 200);
     assert_int_equal(get_lead_code(), 20023);
     assert_int_equal(get_lead_code(), 20023);
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
-    soap_leads_result lr;
-    soap_fault f = {0};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 6926};
+    mkto_leads lr;
+    mkto_fault f = {0};
     assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);  /* other op untouched */
-    soap_leads_result_clear(&lr);
+    mkto_leads_clear(&lr);
     json_t *st = simh_stats(&S);
     assert_int_equal(simh_stat(st, "getLead", "faults"), 2);
     json_decref(st);
@@ -144,7 +144,7 @@ static void test_fault_code_rule(void **state)
     assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 10001);
     assert_string_equal(f.faultcode, "SOAP-ENV:Server");
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     assert_int_equal(get_lead_code(), 20023);
     /* replaced, then cleared */
     assert_int_equal(simh_admin(&S, "/_sim/faults",
@@ -153,7 +153,7 @@ static void test_fault_code_rule(void **state)
     assert_int_equal(simh_admin(&S, "/_sim/faults", "{\"operation\": \"*\", \"clear\": true}"), 200);
     assert_int_equal(get_lead_code(), 0);
     assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);
-    soap_leads_result_clear(&lr);
+    mkto_leads_clear(&lr);
 }
 
 static void test_http_503_drop_truncate(void **state)
@@ -176,8 +176,8 @@ static void test_http_503_drop_truncate(void **state)
     assert_int_equal(get_lead(&r), 0);
     assert_int_equal(r.status, 200);
     assert_int_equal(r.len, full / 2);
-    soap_leads_result lr;
-    soap_fault f = {0};
+    mkto_leads lr;
+    mkto_fault f = {0};
     assert_int_equal(soap_parse_get_lead(r.body, r.len, 0, &lr, &f, NULL), SOAP_ERR_PARSE);
     simh_resp_free(&r);
     assert_int_equal(simh_admin(&S, "/_sim/faults",
@@ -306,13 +306,13 @@ static void test_hold_until_in_flight(void **state)
 /* Company of lead 65835 read with getLead into val (bounded). */
 static void company_65835(char *val, size_t cap)
 {
-    soap_leads_result r;
-    soap_fault f = {0};
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_IDNUM, "65835", &r, &f), SOAP_OK);
+    mkto_leads r;
+    mkto_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_IDNUM, "65835", &r, &f), SOAP_OK);
     assert_int_equal(r.nleads, 1);
     const char *a = simh_attr(&r.leads[0], "Company");
     snprintf(val, cap, "%s", a != NULL ? a : "(none)");
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
 }
 
 /* Thread body: Company of lead 65835 into the char[64] at arg. */
@@ -325,19 +325,19 @@ static void *company_thread(void *arg)
 /* One-record syncMultipleLeads setting attribute Company; returns the
  * parser's status and the record's state into *state_out when answered. */
 static int sync_company(int64_t id, const char *email, const char *company,
-                        soap_sync_state *state_out)
+                        mkto_sync_state *state_out)
 {
-    soap_attr a = {.name = (char *)"Company", .value = (char *)company};
-    soap_lead l = {.has_id = id > 0, .id = id, .email = (char *)email, .attrs = &a,
+    mkto_attr a = {.name = (char *)"Company", .value = (char *)company};
+    mkto_lead l = {.has_id = id > 0, .id = id, .email = (char *)email, .attrs = &a,
                    .nattrs = 1};
-    soap_sync_result r;
-    soap_fault f = {0};
+    mkto_sync_result r;
+    mkto_fault f = {0};
     int rc = simh_sync(&S, &l, 1, true, &r, &f);
     if (rc == SOAP_OK && state_out != NULL)
         *state_out = r.statuses[0].state;
     if (rc == SOAP_OK)
-        soap_sync_result_clear(&r);
-    soap_fault_clear(&f);
+        mkto_sync_result_clear(&r);
+    mkto_fault_clear(&f);
     return rc;
 }
 
@@ -348,16 +348,16 @@ static void test_drop_after_op(void **state)
                                 "{\"operation\": \"syncMultipleLeads\", \"drop_rate\": 1, "
                                 "\"count\": 1}"), 200);
     assert_int_not_equal(sync_company(0, "dropped.before@example.org", "X", NULL), SOAP_OK);
-    soap_sync_state st = SOAP_SYNC_FAILED;
+    mkto_sync_state st = MKTO_SYNC_FAILED;
     assert_int_equal(sync_company(0, "dropped.before@example.org", "X", &st), SOAP_OK);
-    assert_int_equal(st, SOAP_SYNC_CREATED);
+    assert_int_equal(st, MKTO_SYNC_CREATED);
     /* drop_after_op: applied, then no answer; the resend finds the lead */
     assert_int_equal(simh_admin(&S, "/_sim/faults",
                                 "{\"operation\": \"syncMultipleLeads\", \"drop_rate\": 1, "
                                 "\"drop_after_op\": true, \"count\": 1}"), 200);
     assert_int_not_equal(sync_company(0, "dropped.after@example.org", "Y", NULL), SOAP_OK);
     assert_int_equal(sync_company(0, "dropped.after@example.org", "Y", &st), SOAP_OK);
-    assert_int_equal(st, SOAP_SYNC_UPDATED);
+    assert_int_equal(st, MKTO_SYNC_UPDATED);
     json_t *stats = simh_stats(&S);
     assert_int_equal(simh_stat(stats, "syncMultipleLeads", "calls"), 4);
     assert_int_equal(simh_stat(stats, "syncMultipleLeads", "faults"), 2);
@@ -380,9 +380,9 @@ static void test_latency_after_op(void **state)
     while (in_flight() < 1 && now_ms() - t0 < 10000)
         usleep(10000);
     usleep(300000); /* the store has been read; the answer waits */
-    soap_sync_state st = SOAP_SYNC_FAILED;
+    mkto_sync_state st = MKTO_SYNC_FAILED;
     assert_int_equal(sync_company(65835, NULL, "LaterCo", &st), SOAP_OK);
-    assert_int_equal(st, SOAP_SYNC_UPDATED);
+    assert_int_equal(st, MKTO_SYNC_UPDATED);
     assert_int_equal(in_flight(), 1); /* the sync did not wait for the slow read */
     assert_int_equal(pthread_join(th, NULL), 0);
     int64_t dt = now_ms() - t0;
@@ -395,32 +395,32 @@ static void test_latency_after_op(void **state)
 
 static void test_reset_restores_data(void **state)
 {
-    soap_lead l = {.email = (char *)"temp@example.com"};
-    soap_sync_result r;
-    soap_fault f = {0};
+    mkto_lead l = {.email = (char *)"temp@example.com"};
+    mkto_sync_result r;
+    mkto_fault f = {0};
     assert_int_equal(simh_sync(&S, &l, 1, true, &r, &f), SOAP_OK);
-    assert_int_equal(r.statuses[0].state, SOAP_SYNC_CREATED);
-    soap_sync_result_clear(&r);
-    soap_attr a = {.name = (char *)"Company", .value = (char *)"Changed"};
-    soap_lead joe = {.has_id = true, .id = 67508, .attrs = &a, .nattrs = 1};
+    assert_int_equal(r.statuses[0].state, MKTO_SYNC_CREATED);
+    mkto_sync_result_clear(&r);
+    mkto_attr a = {.name = (char *)"Company", .value = (char *)"Changed"};
+    mkto_lead joe = {.has_id = true, .id = 67508, .attrs = &a, .nattrs = 1};
     assert_int_equal(simh_sync(&S, &joe, 1, true, &r, &f), SOAP_OK);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     assert_int_equal(simh_admin(&S, "/_sim/faults",
                                 "{\"operation\": \"getMultipleLeads\", \"fault_code\": 20011}"), 200);
     json_t *st = simh_stats(&S);
     assert_int_equal(json_integer_value(json_object_get(st, "leads")), 53);
     json_decref(st);
     assert_int_equal(simh_admin(&S, "/_sim/reset", ""), 200);
-    soap_leads_result lr;
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "temp@example.com", &lr, &f), SOAP_ERR_FAULT);
+    mkto_leads lr;
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_EMAIL, "temp@example.com", &lr, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20103);
-    soap_fault_clear(&f);
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_IDNUM, "67508", &lr, &f), SOAP_OK);
+    mkto_fault_clear(&f);
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_IDNUM, "67508", &lr, &f), SOAP_OK);
     assert_string_equal(simh_attr(&lr.leads[0], "Company"), "Marketo");
-    soap_leads_result_clear(&lr);
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
+    mkto_leads_clear(&lr);
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 6926};
     assert_int_equal(simh_get_multiple(&S, &p, &lr, &f), SOAP_OK);  /* rule gone */
-    soap_leads_result_clear(&lr);
+    mkto_leads_clear(&lr);
     st = simh_stats(&S);
     assert_int_equal(json_integer_value(json_object_get(st, "leads")), 52);
     json_decref(st);

@@ -213,14 +213,14 @@ static char *conform(const char *page, bool values)
 /* Creates a lead with email through syncMultipleLeads (if absent). */
 static void ensure_lead(const char *email)
 {
-    soap_attr a[2] = {{.name = (char *)"Company", .value = (char *)"Marketo"},
+    mkto_attr a[2] = {{.name = (char *)"Company", .value = (char *)"Marketo"},
                       {.name = (char *)"FirstName", .value = (char *)"Travis"}};
-    soap_lead l = {.email = (char *)email, .attrs = a, .nattrs = 2};
-    soap_sync_result r;
-    soap_fault f = {0};
+    mkto_lead l = {.email = (char *)email, .attrs = a, .nattrs = 2};
+    mkto_sync_result r;
+    mkto_fault f = {0};
     assert_int_equal(simh_sync(&S, &l, 1, true, &r, &f), SOAP_OK);
-    assert_int_not_equal(r.statuses[0].state, SOAP_SYNC_FAILED);
-    soap_sync_result_clear(&r);
+    assert_int_not_equal(r.statuses[0].state, MKTO_SYNC_FAILED);
+    mkto_sync_result_clear(&r);
 }
 
 static void test_get_lead(void **state)

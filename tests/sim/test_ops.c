@@ -55,9 +55,9 @@ static int fault_of(const char *inner)
 
 static void test_get_lead_email_case_insensitive(void **state)
 {
-    soap_leads_result r;
-    soap_fault f = {0};
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "JOE@Marketo.COM", &r, &f), SOAP_OK);
+    mkto_leads r;
+    mkto_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_EMAIL, "JOE@Marketo.COM", &r, &f), SOAP_OK);
     assert_int_equal(r.return_count, 1);
     assert_int_equal(r.nleads, 1);
     assert_int_equal(r.leads[0].id, 67508);
@@ -70,29 +70,29 @@ static void test_get_lead_email_case_insensitive(void **state)
     assert_string_equal(r.leads[0].attrs[4].name, "LeadScore");
     assert_string_equal(r.leads[0].attrs[4].type, "integer");
     assert_string_equal(r.leads[0].attrs[4].value, "11");
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
 }
 
 static void test_get_lead_not_found(void **state)
 {
-    soap_leads_result r;
-    soap_fault f = {0};
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_EMAIL, "nobody@nowhere.test", &r, &f),
+    mkto_leads r;
+    mkto_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_EMAIL, "nobody@nowhere.test", &r, &f),
                      SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20103);
     assert_string_equal(f.faultstring, "20103 - Lead Not Found");
     assert_string_equal(f.faultcode, "SOAP-ENV:Client");
-    soap_fault_clear(&f);
-    soap_leads_result_clear(&r);
+    mkto_fault_clear(&f);
+    mkto_leads_clear(&r);
 }
 
 /* Lead 1001234 is found by each of the nine key types; the owner keys
  * match every tenth lead. */
 static void test_get_lead_all_key_types(void **state)
 {
-    soap_leads_result r;
-    soap_fault f = {0};
-    assert_int_equal(simh_get_lead(&S, SOAP_KEY_IDNUM, "1001234", &r, &f), SOAP_OK);
+    mkto_leads r;
+    mkto_fault f = {0};
+    assert_int_equal(simh_get_lead(&S, MKTO_KEY_IDNUM, "1001234", &r, &f), SOAP_OK);
     assert_int_equal(r.nleads, 1);
     const char *cookie = simh_attr(&r.leads[0], "Cookies");
     assert_non_null(cookie);
@@ -100,21 +100,21 @@ static void test_get_lead_all_key_types(void **state)
     char cookie_copy[256];
     snprintf(cookie_copy, sizeof(cookie_copy), "%s", cookie);
     assert_string_equal(simh_attr(&r.leads[0], "LeadOwnerEmail"), "owner4@example.com");
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     struct {
-        soap_key_type t;
+        mkto_key_type t;
         const char *v;
         size_t want;
     } cases[] = {
-        {SOAP_KEY_IDNUM, "1001234", 1},
-        {SOAP_KEY_COOKIE, cookie_copy, 1},
-        {SOAP_KEY_EMAIL, "lead1234@example.com", 1},
-        {SOAP_KEY_LEADOWNEREMAIL, "OWNER4@example.com", NLEADS / 10},
-        {SOAP_KEY_SFDCACCOUNTID, "001A1234", 1},
-        {SOAP_KEY_SFDCCONTACTID, "003A1234", 1},
-        {SOAP_KEY_SFDCLEADID, "00QA1234", 1},
-        {SOAP_KEY_SFDCLEADOWNERID, "005A4", NLEADS / 10},
-        {SOAP_KEY_SFDCOPPTYID, "006A1234", 1},
+        {MKTO_KEY_IDNUM, "1001234", 1},
+        {MKTO_KEY_COOKIE, cookie_copy, 1},
+        {MKTO_KEY_EMAIL, "lead1234@example.com", 1},
+        {MKTO_KEY_LEADOWNEREMAIL, "OWNER4@example.com", NLEADS / 10},
+        {MKTO_KEY_SFDCACCOUNTID, "001A1234", 1},
+        {MKTO_KEY_SFDCCONTACTID, "003A1234", 1},
+        {MKTO_KEY_SFDCLEADID, "00QA1234", 1},
+        {MKTO_KEY_SFDCLEADOWNERID, "005A4", NLEADS / 10},
+        {MKTO_KEY_SFDCOPPTYID, "006A1234", 1},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         assert_int_equal(simh_get_lead(&S, cases[i].t, cases[i].v, &r, &f), SOAP_OK);
@@ -124,14 +124,14 @@ static void test_get_lead_all_key_types(void **state)
         for (size_t k = 0; k < r.nleads; k++)
             seen |= r.leads[k].id == 1001234;
         assert_true(seen);
-        soap_leads_result_clear(&r);
+        mkto_leads_clear(&r);
     }
 }
 
 /* LeadKeySelector with each key type: the right leads, ascending ids. */
 static void test_multiple_all_key_types(void **state)
 {
-    static const char *const vals[SOAP_KEY__COUNT][3] = {
+    static const char *const vals[MKTO_KEY__COUNT][3] = {
         {"1000010", "1000020", "65835"},
         {NULL, NULL, NULL},
         {"lead10@example.com", "LEAD20@EXAMPLE.COM", "formtest1@marketo.com"},
@@ -142,20 +142,20 @@ static void test_multiple_all_key_types(void **state)
         {"005A0", NULL, NULL},
         {"006A10", "006A20", "006Anone"},
     };
-    for (int t = 0; t < SOAP_KEY__COUNT; t++) {
-        if (t == SOAP_KEY_COOKIE)
+    for (int t = 0; t < MKTO_KEY__COUNT; t++) {
+        if (t == MKTO_KEY_COOKIE)
             continue;  /* tested through getLead with a real cookie */
         size_t n = 0;
         while (n < 3 && vals[t][n] != NULL)
             n++;
-        soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = (soap_key_type)t,
+        mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = (mkto_key_type)t,
                                .keys = vals[t], .nkeys = n, .batch_size = 1000};
-        soap_leads_result r;
-        soap_fault f = {0};
+        mkto_leads r;
+        mkto_fault f = {0};
         assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
         if (n == 1) {  /* owner keys: every tenth lead */
             assert_int_equal(r.return_count, NLEADS / 10);
-        } else if (t == SOAP_KEY_IDNUM || t == SOAP_KEY_EMAIL) {
+        } else if (t == MKTO_KEY_IDNUM || t == MKTO_KEY_EMAIL) {
             assert_int_equal(r.return_count, 3);
             assert_int_equal(r.leads[0].id, 65835);
             assert_int_equal(r.leads[1].id, 1000010);
@@ -167,7 +167,7 @@ static void test_multiple_all_key_types(void **state)
         }
         assert_int_equal(r.remaining_count, 0);
         assert_string_equal(r.new_stream_position, "");
-        soap_leads_result_clear(&r);
+        mkto_leads_clear(&r);
     }
 }
 
@@ -188,14 +188,14 @@ static void test_first_100_keys(void **state)
     assert_int_equal(simh_soap(&S, simh_envelope(inner, NULL, NULL, NULL), &resp), 0);
     free(inner);
     assert_int_equal(resp.status, 200);
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_leads r;
+    mkto_fault f = {0};
     assert_int_equal(soap_parse_get_multiple_leads(resp.body, resp.len, 0, &r, &f, NULL), SOAP_OK);
     assert_int_equal(r.return_count, 100);
     assert_int_equal(r.nleads, 100);
     for (size_t i = 0; i < r.nleads; i++)
         assert_int_equal(r.leads[i].id, 1000001 + (int64_t)i);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     simh_resp_free(&resp);
 }
 
@@ -203,10 +203,10 @@ static void test_include_attributes(void **state)
 {
     static const char *const keys[] = {"67508", "1000005"};
     static const char *const attrs[] = {"LeadScore", "FirstName", "NoSuchField", "leadscore"};
-    soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_IDNUM, .keys = keys,
+    mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_IDNUM, .keys = keys,
                            .nkeys = 2, .attrs = attrs, .nattrs = 4};
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_leads r;
+    mkto_fault f = {0};
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     assert_int_equal(r.nleads, 2);
     for (size_t i = 0; i < r.nleads; i++) {
@@ -216,18 +216,18 @@ static void test_include_attributes(void **state)
         assert_non_null(r.leads[i].email);  /* record elements always come */
     }
     assert_string_equal(simh_attr(&r.leads[0], "FirstName"), "Joe");
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
 }
 
 static void test_batch_size(void **state)
 {
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_name = "Demo.All"};
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_name = "Demo.All"};
+    mkto_leads r;
+    mkto_fault f = {0};
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);  /* no batchSize */
     assert_int_equal(r.return_count, 100);
     assert_int_equal(r.remaining_count, NLEADS - 100);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     /* capped at 1000 (the builder refuses more, so build it by hand) */
     simh_resp resp;
     assert_int_equal(simh_soap(&S, simh_envelope("<ns1:paramsGetMultipleLeads><leadSelector "
@@ -239,7 +239,7 @@ static void test_batch_size(void **state)
     assert_int_equal(r.return_count, 1000);
     assert_int_equal(r.nleads, 1000);
     assert_int_equal(r.remaining_count, NLEADS - 1000);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     assert_int_equal(fault_of("<ns1:paramsGetMultipleLeads><leadSelector "
                               "xsi:type=\"ns1:StaticListSelector\"><staticListId>1</staticListId>"
                               "</leadSelector><batchSize>0</batchSize></ns1:paramsGetMultipleLeads>"),
@@ -252,13 +252,13 @@ static void test_batch_size(void **state)
 
 /* Pages through selector p, checking each lead comes once and the remaining
  * count counts down to 0. Returns the number of leads seen. */
-static long page_all(soap_get_multiple *p, unsigned char *seen, size_t nseen)
+static long page_all(mkto_query *p, unsigned char *seen, size_t nseen)
 {
     char *pos = NULL;
     long total = 0, expect_remaining = -1;
     for (int page = 0; page < 1000; page++) {
-        soap_leads_result r;
-        soap_fault f = {0};
+        mkto_leads r;
+        mkto_fault f = {0};
         p->stream_position = pos;
         assert_int_equal(simh_get_multiple(&S, p, &r, &f), SOAP_OK);
         free(pos);
@@ -279,12 +279,12 @@ static long page_all(soap_get_multiple *p, unsigned char *seen, size_t nseen)
         total += r.return_count;
         if (r.remaining_count == 0) {
             assert_string_equal(r.new_stream_position, "");
-            soap_leads_result_clear(&r);
+            mkto_leads_clear(&r);
             break;
         }
         assert_true(strlen(r.new_stream_position) > 0);
         pos = strdup(r.new_stream_position);
-        soap_leads_result_clear(&r);
+        mkto_leads_clear(&r);
     }
     free(pos);
     p->stream_position = NULL;
@@ -295,7 +295,7 @@ static void test_paging_demo_all(void **state)
 {
     unsigned char *seen = calloc(NLEADS + 1, 1);
     assert_non_null(seen);
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 1, .batch_size = 1000};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 1, .batch_size = 1000};
     assert_int_equal(page_all(&p, seen, NLEADS + 1), NLEADS);
     for (int i = 1; i <= NLEADS; i++)
         assert_int_equal(seen[i], 1);
@@ -309,7 +309,7 @@ static void test_paging_updated_at(void **state)
     ts_at(60, latest);
     unsigned char *seen = calloc(NLEADS + 1, 1);
     assert_non_null(seen);
-    soap_get_multiple p = {.kind = SOAP_SEL_UPDATED_AT, .oldest_updated_at = oldest,
+    mkto_query p = {.kind = MKTO_SEL_UPDATED_AT, .oldest_updated_at = oldest,
                            .latest_updated_at = latest, .batch_size = 700};
     long total = page_all(&p, seen, NLEADS + 1);
     /* updatedAt is spread over 60 days: about a third fall in 20 days */
@@ -322,51 +322,51 @@ static void test_paging_updated_at(void **state)
 
 static void test_static_list(void **state)
 {
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 6926};
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 6926};
+    mkto_leads r;
+    mkto_fault f = {0};
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     assert_int_equal(r.return_count, 2);
     assert_int_equal(r.leads[0].id, 65835);
     assert_string_equal(r.leads[0].email, "formtest1@marketo.com");
     assert_string_equal(simh_attr(&r.leads[0], "Website"), "marketo.com");
     assert_int_equal(r.leads[1].id, 67508);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     p.list_id = 0;
     p.list_name = "SMSProgram.listForTesting";
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     assert_int_equal(r.return_count, 2);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     p.list_name = "No.Such.List";
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20111);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     p.list_name = NULL;
     p.list_id = 4242;
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20111);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
 }
 
 static void test_bad_stream_position(void **state)
 {
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_id = 1, .batch_size = 10};
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_id = 1, .batch_size = 10};
+    mkto_leads r;
+    mkto_fault f = {0};
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     char token[256];
     snprintf(token, sizeof(token), "%s", r.new_stream_position);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     /* the token works with its own selector */
     p.stream_position = token;
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     assert_int_equal(r.leads[0].id, 1000011);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     /* garbage */
     p.stream_position = "8UJZetaMb1V6uUZl+L7DcPP2jG+PMmtpF";
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20122);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     /* tampered: the position moved */
     char bad[256];
     snprintf(bad, sizeof(bad), "%s", token);
@@ -376,42 +376,42 @@ static void test_bad_stream_position(void **state)
     p.stream_position = bad;
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20122);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     /* another selector's token */
     static const char *const keys[] = {"lead1@example.com"};
-    soap_get_multiple k = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_EMAIL, .keys = keys,
+    mkto_query k = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_EMAIL, .keys = keys,
                            .nkeys = 1, .stream_position = token};
     assert_int_equal(simh_get_multiple(&S, &k, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20122);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     p.list_id = 6926;
     p.stream_position = token;
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20122);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
 }
 
 static void test_thirty_days(void **state)
 {
     char oldest[SOAP_TIMESTAMP_LEN], latest[SOAP_TIMESTAMP_LEN];
-    soap_leads_result r;
-    soap_fault f = {0};
+    mkto_leads r;
+    mkto_fault f = {0};
     ts_at(-40 * 86400, oldest);
     ts_at(0, latest);
-    soap_get_multiple p = {.kind = SOAP_SEL_UPDATED_AT, .oldest_updated_at = oldest,
+    mkto_query p = {.kind = MKTO_SEL_UPDATED_AT, .oldest_updated_at = oldest,
                            .latest_updated_at = latest};
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20022);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     ts_at(-31 * 86400, oldest);
     p.latest_updated_at = NULL;  /* latest = now */
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_ERR_FAULT);
     assert_int_equal(f.code, 20022);
-    soap_fault_clear(&f);
+    mkto_fault_clear(&f);
     ts_at(-29 * 86400, oldest);
     assert_int_equal(simh_get_multiple(&S, &p, &r, &f), SOAP_OK);
     assert_true(r.return_count > 0);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     /* a 30-day window in the past, and the recent lead 67508 */
     ts_at(-2 * 3600, oldest);
     ts_at(0, latest);
@@ -422,7 +422,7 @@ static void test_thirty_days(void **state)
     for (size_t i = 0; i < r.nleads; i++)
         found |= r.leads[i].id == 67508;
     assert_true(found);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
 }
 
 static void test_request_faults(void **state)

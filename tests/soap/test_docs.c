@@ -36,7 +36,7 @@ typedef struct want_attr {
 } want_attr;
 
 /* Asserts a parsed lead against the documented values. */
-static void check_lead(const soap_lead *l, int64_t id, const char *email, const want_attr *attrs,
+static void check_lead(const mkto_lead *l, int64_t id, const char *email, const want_attr *attrs,
                        size_t nattrs)
 {
     assert_true(l->has_id);
@@ -57,8 +57,8 @@ static void test_doc_get_multiple_leads_response(void **state)
     (void)state;
     size_t len;
     char *body = ts_doc_xml("getmultipleleads.md", 1, &len);
-    soap_leads_result r;
-    soap_fault f;
+    mkto_leads r;
+    mkto_fault f;
     soap_err err;
     assert_int_equal(soap_parse_get_multiple_leads(body, len, 0, &r, &f, &err), SOAP_OK);
     assert_int_equal(r.return_count, 2);
@@ -78,7 +78,7 @@ static void test_doc_get_multiple_leads_response(void **state)
     check_lead(&r.leads[0], 65835, "formtest1@marketo.com", a0, 5);
     check_lead(&r.leads[1], 67508, "joe@marketo.com", a1, 5);
     assert_null(f.faultstring);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     free(body);
 }
 
@@ -87,7 +87,7 @@ static void test_doc_get_lead_response(void **state)
     (void)state;
     size_t len;
     char *body = ts_doc_xml("getlead.md", 1, &len);
-    soap_leads_result r;
+    mkto_leads r;
     assert_int_equal(soap_parse_get_lead(body, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.return_count, 1);
     assert_int_equal(r.remaining_count, 0);
@@ -104,7 +104,7 @@ static void test_doc_get_lead_response(void **state)
         {"Website", "url", "gmail.com"},
     };
     check_lead(&r.leads[0], 1089965, "rufus@marketo.com", a, 8);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     /* The getMultipleLeads parser wants another success element. */
     assert_int_equal(soap_parse_get_multiple_leads(body, len, 0, &r, NULL, NULL),
                      SOAP_ERR_PARSE);
@@ -116,13 +116,13 @@ static void test_doc_sync_lead_response(void **state)
     (void)state;
     size_t len;
     char *body = ts_doc_xml("synclead.md", 1, &len);
-    soap_sync_result r;
+    mkto_sync_result r;
     assert_int_equal(soap_parse_sync_lead(body, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.nstatuses, 1);
     assert_int_equal(r.statuses[0].lead_id, 1089965);
-    assert_int_equal(r.statuses[0].state, SOAP_SYNC_UPDATED);
+    assert_int_equal(r.statuses[0].state, MKTO_SYNC_UPDATED);
     assert_null(r.statuses[0].error);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     free(body);
 }
 
@@ -131,16 +131,16 @@ static void test_doc_sync_multiple_response(void **state)
     (void)state;
     size_t len;
     char *body = ts_doc_xml("syncmultipleleads.md", 1, &len);
-    soap_sync_result r;
+    mkto_sync_result r;
     assert_int_equal(soap_parse_sync_multiple_leads(body, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.nstatuses, 2);
     assert_int_equal(r.statuses[0].lead_id, 1090240);
-    assert_int_equal(r.statuses[0].state, SOAP_SYNC_UPDATED);
+    assert_int_equal(r.statuses[0].state, MKTO_SYNC_UPDATED);
     assert_null(r.statuses[0].error);
     assert_int_equal(r.statuses[1].lead_id, 1090239);
-    assert_int_equal(r.statuses[1].state, SOAP_SYNC_UPDATED);
+    assert_int_equal(r.statuses[1].state, MKTO_SYNC_UPDATED);
     assert_null(r.statuses[1].error);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     free(body);
 }
 
@@ -150,9 +150,9 @@ static void test_doc_fault(void **state)
     size_t len;
     char *body = ts_doc_xml("authentication-signature.md", 2, &len);
     for (int which = 0; which < 4; which++) {
-        soap_leads_result lr;
-        soap_sync_result sr;
-        soap_fault f;
+        mkto_leads lr;
+        mkto_sync_result sr;
+        mkto_fault f;
         soap_err err;
         int rc;
         switch (which) {
@@ -168,7 +168,7 @@ static void test_doc_fault(void **state)
         assert_str(f.faultcode, "SOAP-ENV:Client");
         assert_str(f.faultstring, "20014 - Authentication failed");
         assert_str(f.message, "Authentication failed (20014)");
-        soap_fault_clear(&f);
+        mkto_fault_clear(&f);
     }
     free(body);
 }
@@ -181,7 +181,7 @@ static void test_doc_truncated_activity(void **state)
     size_t len;
     char *body = ts_doc_xml("authentication-signature.md", 1, &len);
     assert_non_null(strstr(body, "successGetLeadActivity"));
-    soap_leads_result r;
+    mkto_leads r;
     soap_err err;
     assert_int_equal(soap_parse_get_multiple_leads(body, len, 0, &r, NULL, &err),
                      SOAP_ERR_PARSE);
@@ -242,7 +242,7 @@ static void test_doc_get_multiple_request(void **state)
     soap_auth a = {.user_id = "demo17_1_809934544BFABAE58E5D27",
                    .encryption_key = "any key",
                    .timestamp = "2013-08-02T15:47:06-07:00"};
-    soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_EMAIL, .keys = keys,
+    mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_EMAIL, .keys = keys,
                            .nkeys = 2, .batch_size = 100};
     char *xml;
     size_t xlen;
@@ -283,7 +283,7 @@ static void test_doc_get_lead_request(void **state)
                    .timestamp = (const char *)ts};
     char *xml;
     size_t xlen;
-    assert_int_equal(soap_build_get_lead(&a, SOAP_KEY_EMAIL, "rufus@marketo.com", &xml, &xlen,
+    assert_int_equal(soap_build_get_lead(&a, MKTO_KEY_EMAIL, "rufus@marketo.com", &xml, &xlen,
                                          NULL),
                      SOAP_OK);
     compare(docs, xml, xlen);
@@ -304,9 +304,9 @@ static void test_doc_sync_lead_request(void **state)
     doc_auth(docs, &user, &ts);
     soap_auth a = {.user_id = (const char *)user, .encryption_key = "k",
                    .timestamp = (const char *)ts};
-    soap_attr attrs[] = {{.name = "FirstName", .value = "George"},
+    mkto_attr attrs[] = {{.name = "FirstName", .value = "George"},
                          {.name = "LastName", .value = "of the Jungle"}};
-    soap_lead l = {.email = "t@t.com", .attrs = attrs, .nattrs = 2};
+    mkto_lead l = {.email = "t@t.com", .attrs = attrs, .nattrs = 2};
     char *xml;
     size_t xlen;
     assert_int_equal(soap_build_sync_lead(&a, &l, false, NULL, &xml, &xlen, NULL), SOAP_OK);
@@ -328,11 +328,11 @@ static void test_doc_sync_multiple_request(void **state)
     doc_auth(docs, &user, &ts);
     soap_auth a = {.user_id = (const char *)user, .encryption_key = "k",
                    .timestamp = (const char *)ts};
-    soap_attr a0[] = {{.name = "Company", .value = "Marketo1000"},
+    mkto_attr a0[] = {{.name = "Company", .value = "Marketo1000"},
                       {.name = "Phone", .value = "650-555-1000"}};
-    soap_attr a1[] = {{.name = "Company", .value = "Marketo1001"},
+    mkto_attr a1[] = {{.name = "Company", .value = "Marketo1001"},
                       {.name = "Phone", .value = "650-555-1001"}};
-    soap_lead leads[] = {
+    mkto_lead leads[] = {
         {.email = "em1000@etestd.marketo.net", .attrs = a0, .nattrs = 2},
         {.email = "em1001@etestd.marketo.net", .attrs = a1, .nattrs = 2},
     };

@@ -130,7 +130,7 @@ static void test_get_lead(void **state)
     char *xml = NULL;
     size_t len = 0;
     soap_err err;
-    assert_int_equal(soap_build_get_lead(&auth, SOAP_KEY_EMAIL, "rufus@marketo.com", &xml, &len,
+    assert_int_equal(soap_build_get_lead(&auth, MKTO_KEY_EMAIL, "rufus@marketo.com", &xml, &len,
                                          &err),
                      SOAP_OK);
     xmlDocPtr doc = reparse(xml, len);
@@ -146,12 +146,12 @@ static void test_get_lead(void **state)
     free(xml);
 
     /* Every key type is spelled as in the WSDL. */
-    for (int t = 0; t < SOAP_KEY__COUNT; t++) {
-        assert_int_equal(soap_build_get_lead(&auth, (soap_key_type)t, "v", &xml, &len, NULL),
+    for (int t = 0; t < MKTO_KEY__COUNT; t++) {
+        assert_int_equal(soap_build_get_lead(&auth, (mkto_key_type)t, "v", &xml, &len, NULL),
                          SOAP_OK);
         doc = reparse(xml, len);
         lk = ts_child(ts_body_child(doc), NULL, "leadKey");
-        assert_string_equal(text(lk, "keyType"), soap_key_type_name((soap_key_type)t));
+        assert_string_equal(text(lk, "keyType"), mkto_key_type_name((mkto_key_type)t));
         xmlFreeDoc(doc);
         free(xml);
     }
@@ -165,7 +165,7 @@ static void test_timestamp_now_is_signed(void **state)
     char *xml = NULL;
     size_t len = 0;
     time_t before = time(NULL);
-    assert_int_equal(soap_build_get_lead(&a, SOAP_KEY_IDNUM, "42", &xml, &len, NULL), SOAP_OK);
+    assert_int_equal(soap_build_get_lead(&a, MKTO_KEY_IDNUM, "42", &xml, &len, NULL), SOAP_OK);
     time_t after = time(NULL);
     xmlDocPtr doc = reparse(xml, len);
     /* check_envelope verifies the signature over the timestamp sent. */
@@ -184,9 +184,9 @@ static void test_get_multiple_keys(void **state)
     (void)state;
     const char *keys[] = {"formtest1@marketo.com", "joe@marketo.com"};
     const char *attrs[] = {"FirstName", "LastName", "Email"};
-    soap_get_multiple p = {
-        .kind = SOAP_SEL_KEYS,
-        .key_type = SOAP_KEY_EMAIL,
+    mkto_query p = {
+        .kind = MKTO_SEL_KEYS,
+        .key_type = MKTO_KEY_EMAIL,
         .keys = keys,
         .nkeys = 2,
         .stream_position = "abc==",
@@ -250,7 +250,7 @@ static void test_get_multiple_keys(void **state)
 static void test_get_multiple_static_list(void **state)
 {
     (void)state;
-    soap_get_multiple p = {.kind = SOAP_SEL_STATIC_LIST, .list_name = "My List", .list_id = 77};
+    mkto_query p = {.kind = MKTO_SEL_STATIC_LIST, .list_name = "My List", .list_id = 77};
     char *xml = NULL;
     size_t len = 0;
     assert_int_equal(soap_build_get_multiple_leads(&auth, &p, &xml, &len, NULL), SOAP_OK);
@@ -288,8 +288,8 @@ static void test_get_multiple_static_list(void **state)
 static void test_get_multiple_updated_at(void **state)
 {
     (void)state;
-    soap_get_multiple p = {
-        .kind = SOAP_SEL_UPDATED_AT,
+    mkto_query p = {
+        .kind = MKTO_SEL_UPDATED_AT,
         .oldest_updated_at = "2013-07-01T00:00:00-07:00",
         .latest_updated_at = "2013-07-20T00:00:00Z",
         .batch_size = 10,
@@ -323,12 +323,12 @@ static void test_get_multiple_updated_at(void **state)
 static void test_sync_lead(void **state)
 {
     (void)state;
-    soap_attr attrs[] = {
+    mkto_attr attrs[] = {
         {.name = "FirstName", .type = "string", .value = "George"},
         {.name = "LastName", .value = "of the Jungle"},
         {.name = "Blank", .value = NULL},
     };
-    soap_lead l = {
+    mkto_lead l = {
         .has_id = true,
         .id = 1089965,
         .email = "t@t.com",
@@ -374,7 +374,7 @@ static void test_sync_lead(void **state)
     free(xml);
 
     /* Email only, no cookie, returnLead false, no attributes. */
-    soap_lead e = {.email = "t@t.com"};
+    mkto_lead e = {.email = "t@t.com"};
     assert_int_equal(soap_build_sync_lead(&auth, &e, false, NULL, &xml, &len, NULL), SOAP_OK);
     doc = reparse(xml, len);
     p = ts_body_child(doc);
@@ -390,10 +390,10 @@ static void test_sync_lead(void **state)
 static void test_sync_multiple(void **state)
 {
     (void)state;
-    soap_attr a1[] = {{.name = "Company", .value = "Marketo1000"},
+    mkto_attr a1[] = {{.name = "Company", .value = "Marketo1000"},
                       {.name = "Phone", .value = "650-555-1000"}};
-    soap_attr a2[] = {{.name = "Company", .value = "Marketo1001"}};
-    soap_lead leads[] = {
+    mkto_attr a2[] = {{.name = "Company", .value = "Marketo1001"}};
+    mkto_lead leads[] = {
         {.email = "em1000@etestd.marketo.net", .attrs = a1, .nattrs = 2},
         {.has_id = true, .id = 5, .attrs = a2, .nattrs = 1},
         {.foreign_sys_person_id = "X9", .foreign_sys_type = "CUSTOM"},
@@ -431,7 +431,7 @@ static void test_sync_multiple(void **state)
     free(xml);
 
     /* 300 records is the maximum and fine. */
-    soap_lead *many = calloc(SOAP_MAX_SYNC_PER_CALL, sizeof(*many));
+    mkto_lead *many = calloc(SOAP_MAX_SYNC_PER_CALL, sizeof(*many));
     assert_non_null(many);
     for (int i = 0; i < SOAP_MAX_SYNC_PER_CALL; i++) {
         many[i].email = "x@y.z";
@@ -493,24 +493,24 @@ static void test_invalid_input(void **state)
     };
     for (size_t i = 0; i < sizeof(bad_values) / sizeof(bad_values[0]); i++) {
         const char *v = bad_values[i];
-        ASSERT_INVALID(soap_build_get_lead(&auth, SOAP_KEY_EMAIL, v, xml_out, len_out, err_out),
+        ASSERT_INVALID(soap_build_get_lead(&auth, MKTO_KEY_EMAIL, v, xml_out, len_out, err_out),
                        "keyValue", v);
         const char *keys[] = {"ok", v};
-        soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_EMAIL, .keys = keys,
+        mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_EMAIL, .keys = keys,
                                .nkeys = 2};
         ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                        "keyValues[1]", v);
-        soap_attr at[] = {{.name = "A", .value = "ok"}, {.name = "B", .value = (char *)v}};
-        soap_lead l = {.email = "a@b.c", .attrs = at, .nattrs = 2};
+        mkto_attr at[] = {{.name = "A", .value = "ok"}, {.name = "B", .value = (char *)v}};
+        mkto_lead l = {.email = "a@b.c", .attrs = at, .nattrs = 2};
         ASSERT_INVALID(soap_build_sync_lead(&auth, &l, false, NULL, xml_out, len_out, err_out),
                        "attrValue[1]", v);
-        soap_lead ls[] = {{.email = "a@b.c"}, {.email = (char *)v}};
+        mkto_lead ls[] = {{.email = "a@b.c"}, {.email = (char *)v}};
         ASSERT_INVALID(
             soap_build_sync_multiple_leads(&auth, ls, 2, true, xml_out, len_out, err_out),
             "leadRecord.Email[1]", v);
         soap_auth a = auth;
         a.user_id = v;
-        ASSERT_INVALID(soap_build_get_lead(&a, SOAP_KEY_EMAIL, "x", xml_out, len_out, err_out),
+        ASSERT_INVALID(soap_build_get_lead(&a, MKTO_KEY_EMAIL, "x", xml_out, len_out, err_out),
                        "mktowsUserId", v);
     }
 
@@ -518,7 +518,7 @@ static void test_invalid_input(void **state)
     const char *keys[SOAP_MAX_KEYS_PER_CALL + 1];
     for (int i = 0; i <= SOAP_MAX_KEYS_PER_CALL; i++)
         keys[i] = "k";
-    soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_EMAIL, .keys = keys,
+    mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_EMAIL, .keys = keys,
                            .nkeys = 0};
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                    "keyValues", NULL);
@@ -526,10 +526,10 @@ static void test_invalid_input(void **state)
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                    "keyValues", NULL);
     p.nkeys = 1;
-    p.key_type = SOAP_KEY__COUNT;
+    p.key_type = MKTO_KEY__COUNT;
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                    "keyType", NULL);
-    p.key_type = SOAP_KEY_EMAIL;
+    p.key_type = MKTO_KEY_EMAIL;
     p.batch_size = SOAP_MAX_BATCH_SIZE + 1;
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                    "batchSize", NULL);
@@ -547,13 +547,13 @@ static void test_invalid_input(void **state)
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &p, xml_out, len_out, err_out),
                    "includeAttributes[1]", NULL);
 
-    soap_get_multiple sl = {.kind = SOAP_SEL_STATIC_LIST};
+    mkto_query sl = {.kind = MKTO_SEL_STATIC_LIST};
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &sl, xml_out, len_out, err_out),
                    "staticList", NULL);
     sl.list_id = (int64_t)INT32_MAX + 1;
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &sl, xml_out, len_out, err_out),
                    "staticListId", NULL);
-    soap_get_multiple ua = {.kind = SOAP_SEL_UPDATED_AT};
+    mkto_query ua = {.kind = MKTO_SEL_UPDATED_AT};
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &ua, xml_out, len_out, err_out),
                    "oldestUpdatedAt", NULL);
     ua.oldest_updated_at = "yesterday";
@@ -563,39 +563,39 @@ static void test_invalid_input(void **state)
     ua.latest_updated_at = "2013-07-01";
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &ua, xml_out, len_out, err_out),
                    "latestUpdatedAt", NULL);
-    soap_get_multiple bk = {.kind = (soap_selector_kind)9};
+    mkto_query bk = {.kind = (mkto_selector_kind)9};
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, &bk, xml_out, len_out, err_out),
                    "leadSelector", NULL);
     ASSERT_INVALID(soap_build_get_multiple_leads(&auth, NULL, xml_out, len_out, err_out),
                    "parameters", NULL);
 
-    ASSERT_INVALID(soap_build_get_lead(&auth, SOAP_KEY_EMAIL, "", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&auth, MKTO_KEY_EMAIL, "", xml_out, len_out, err_out),
                    "keyValue", NULL);
-    ASSERT_INVALID(soap_build_get_lead(&auth, SOAP_KEY_EMAIL, NULL, xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&auth, MKTO_KEY_EMAIL, NULL, xml_out, len_out, err_out),
                    "keyValue", NULL);
-    ASSERT_INVALID(soap_build_get_lead(&auth, (soap_key_type)-1, "x", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&auth, (mkto_key_type)-1, "x", xml_out, len_out, err_out),
                    "keyType", NULL);
 
-    soap_lead none = {.foreign_sys_type = "SFDC"};
+    mkto_lead none = {.foreign_sys_type = "SFDC"};
     ASSERT_INVALID(soap_build_sync_lead(&auth, &none, false, NULL, xml_out, len_out, err_out),
                    "leadRecord[0]", NULL);
-    soap_lead badtype = {.email = "a@b.c", .foreign_sys_type = "ORACLE"};
+    mkto_lead badtype = {.email = "a@b.c", .foreign_sys_type = "ORACLE"};
     ASSERT_INVALID(soap_build_sync_lead(&auth, &badtype, false, NULL, xml_out, len_out, err_out),
                    "ForeignSysType", NULL);
-    soap_lead badid = {.has_id = true, .id = -3};
+    mkto_lead badid = {.has_id = true, .id = -3};
     ASSERT_INVALID(soap_build_sync_lead(&auth, &badid, false, NULL, xml_out, len_out, err_out),
                    "Id", NULL);
-    soap_attr noname[] = {{.name = NULL, .value = "v"}};
-    soap_lead nn = {.email = "a@b.c", .attrs = noname, .nattrs = 1};
+    mkto_attr noname[] = {{.name = NULL, .value = "v"}};
+    mkto_lead nn = {.email = "a@b.c", .attrs = noname, .nattrs = 1};
     ASSERT_INVALID(soap_build_sync_lead(&auth, &nn, false, NULL, xml_out, len_out, err_out),
                    "attrName[0]", NULL);
-    soap_lead ok = {.email = "a@b.c"};
+    mkto_lead ok = {.email = "a@b.c"};
     ASSERT_INVALID(soap_build_sync_lead(&auth, &ok, false, "c\x01", xml_out, len_out, err_out),
                    "marketoCookie", "c\x01");
     ASSERT_INVALID(soap_build_sync_lead(&auth, NULL, false, NULL, xml_out, len_out, err_out),
                    "leadRecord", NULL);
 
-    soap_lead *many = calloc(SOAP_MAX_SYNC_PER_CALL + 1, sizeof(*many));
+    mkto_lead *many = calloc(SOAP_MAX_SYNC_PER_CALL + 1, sizeof(*many));
     assert_non_null(many);
     for (int i = 0; i <= SOAP_MAX_SYNC_PER_CALL; i++)
         many[i].email = "x@y.z";
@@ -612,18 +612,18 @@ static void test_invalid_input(void **state)
     free(many);
 
     /* Credentials. */
-    ASSERT_INVALID(soap_build_get_lead(NULL, SOAP_KEY_EMAIL, "x", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(NULL, MKTO_KEY_EMAIL, "x", xml_out, len_out, err_out),
                    "credentials", NULL);
     soap_auth a = auth;
     a.encryption_key = NULL;
-    ASSERT_INVALID(soap_build_get_lead(&a, SOAP_KEY_EMAIL, "x", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&a, MKTO_KEY_EMAIL, "x", xml_out, len_out, err_out),
                    "credentials", NULL);
     a = auth;
     a.timestamp = "2013-08-02 15:47";
-    ASSERT_INVALID(soap_build_get_lead(&a, SOAP_KEY_EMAIL, "x", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&a, MKTO_KEY_EMAIL, "x", xml_out, len_out, err_out),
                    "requestTimestamp", NULL);
     a.timestamp = "2013-08-02T15:47:06.000000000000000000000-07:00";
-    ASSERT_INVALID(soap_build_get_lead(&a, SOAP_KEY_EMAIL, "x", xml_out, len_out, err_out),
+    ASSERT_INVALID(soap_build_get_lead(&a, MKTO_KEY_EMAIL, "x", xml_out, len_out, err_out),
                    "requestTimestamp", NULL);
 }
 
@@ -643,7 +643,7 @@ static void test_round_trip_values(void **state)
 {
     (void)state;
     size_t n = sizeof(tricky) / sizeof(tricky[0]);
-    soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_COOKIE,
+    mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_COOKIE,
                            .keys = (const char *const *)tricky, .nkeys = n,
                            .attrs = (const char *const *)tricky, .nattrs = n,
                            .stream_position = tricky[1]};
@@ -672,13 +672,13 @@ static void test_round_trip_values(void **state)
 
     /* Same through a sync record: email, foreign id, attribute names and
      * values, cookie. */
-    soap_attr *at = calloc(n, sizeof(*at));
+    mkto_attr *at = calloc(n, sizeof(*at));
     assert_non_null(at);
     for (size_t i = 0; i < n; i++) {
         at[i].name = (char *)tricky[i];
         at[i].value = (char *)tricky[n - 1 - i];
     }
-    soap_lead l = {.email = (char *)tricky[3], .foreign_sys_person_id = (char *)tricky[4],
+    mkto_lead l = {.email = (char *)tricky[3], .foreign_sys_person_id = (char *)tricky[4],
                    .attrs = at, .nattrs = n};
     assert_int_equal(soap_build_sync_lead(&auth, &l, true, tricky[1], &xml, &len, NULL),
                      SOAP_OK);

@@ -28,7 +28,7 @@ static void assert_str(const char *got, const char *want)
     }
 }
 
-static void assert_attr(const soap_attr *a, const char *name, const char *type,
+static void assert_attr(const mkto_attr *a, const char *name, const char *type,
                         const char *value)
 {
     assert_str(a->name, name);
@@ -41,8 +41,8 @@ static void test_get_multiple_page(void **state)
     (void)state;
     size_t len;
     char *body = ts_fixture("get_multiple_page.xml", &len);
-    soap_leads_result r;
-    soap_fault f;
+    mkto_leads r;
+    mkto_fault f;
     soap_err err;
     assert_int_equal(soap_parse_get_multiple_leads(body, len, 0, &r, &f, &err), SOAP_OK);
     assert_int_equal(r.return_count, 2);
@@ -50,7 +50,7 @@ static void test_get_multiple_page(void **state)
     assert_str(r.new_stream_position, "id:4711&date:2013-07-01T00:00:00Z");
     assert_int_equal(r.nleads, 2);
 
-    const soap_lead *l = &r.leads[0];
+    const mkto_lead *l = &r.leads[0];
     assert_true(l->has_id);
     assert_int_equal(l->id, 2147483647);
     assert_null(l->email);
@@ -69,7 +69,7 @@ static void test_get_multiple_page(void **state)
     assert_null(l->foreign_sys_type);
     assert_int_equal(l->nattrs, 0);
     assert_null(l->attrs);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     assert_null(r.leads);
 
     /* A getLead parser refuses the getMultipleLeads response. */
@@ -85,19 +85,19 @@ static void test_sync_multiple_failed(void **state)
     (void)state;
     size_t len;
     char *body = ts_fixture("sync_multiple_failed.xml", &len);
-    soap_sync_result r;
+    mkto_sync_result r;
     assert_int_equal(soap_parse_sync_multiple_leads(body, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.nstatuses, 3);
     assert_int_equal(r.statuses[0].lead_id, 1090241);
-    assert_int_equal(r.statuses[0].state, SOAP_SYNC_CREATED);
+    assert_int_equal(r.statuses[0].state, MKTO_SYNC_CREATED);
     assert_null(r.statuses[0].error);
     assert_int_equal(r.statuses[1].lead_id, 0);
-    assert_int_equal(r.statuses[1].state, SOAP_SYNC_FAILED);
+    assert_int_equal(r.statuses[1].state, MKTO_SYNC_FAILED);
     assert_str(r.statuses[1].error, "20105 - Lead Attribute Bad: unknown attribute 'Colour'");
     assert_int_equal(r.statuses[2].lead_id, 1090239);
-    assert_int_equal(r.statuses[2].state, SOAP_SYNC_UPDATED);
+    assert_int_equal(r.statuses[2].state, MKTO_SYNC_UPDATED);
     assert_null(r.statuses[2].error);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     free(body);
 }
 
@@ -106,14 +106,14 @@ static void test_sync_lead_created(void **state)
     (void)state;
     size_t len;
     char *body = ts_fixture("sync_lead_created.xml", &len);
-    soap_sync_result r;
+    mkto_sync_result r;
     assert_int_equal(soap_parse_sync_lead(body, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.nstatuses, 1);
     /* syncStatus has no leadId: result/leadId is used. */
     assert_int_equal(r.statuses[0].lead_id, 1090300);
-    assert_int_equal(r.statuses[0].state, SOAP_SYNC_CREATED);
+    assert_int_equal(r.statuses[0].state, MKTO_SYNC_CREATED);
     assert_null(r.statuses[0].error);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     /* Not a syncMultipleLeads response. */
     assert_int_equal(soap_parse_sync_multiple_leads(body, len, 0, &r, NULL, NULL),
                      SOAP_ERR_PARSE);
@@ -127,9 +127,9 @@ static void check_fault(const char *fixture, int code, bool retryable, const cha
     size_t len;
     char *body = ts_fixture(fixture, &len);
     for (int which = 0; which < 4; which++) {
-        soap_leads_result lr;
-        soap_sync_result sr;
-        soap_fault f;
+        mkto_leads lr;
+        mkto_sync_result sr;
+        mkto_fault f;
         soap_err err;
         int rc;
         switch (which) {
@@ -149,10 +149,10 @@ static void check_fault(const char *fixture, int code, bool retryable, const cha
             assert_null(lr.leads);
         else
             assert_null(sr.statuses);
-        soap_fault_clear(&f);
+        mkto_fault_clear(&f);
     }
     /* The fault out-param is optional. */
-    soap_leads_result lr;
+    mkto_leads lr;
     assert_int_equal(soap_parse_get_lead(body, len, 0, &lr, NULL, NULL), SOAP_ERR_FAULT);
     free(body);
 }
@@ -190,12 +190,12 @@ static void test_fault_code_fallbacks(void **state)
                          "<faultcode>e:Server</faultcode><faultstring>%s</faultstring>"
                          "<detail><other>x</other></detail></e:Fault></e:Body></e:Envelope>",
                          cases[i].faultstring);
-        soap_sync_result r;
-        soap_fault f;
+        mkto_sync_result r;
+        mkto_fault f;
         assert_int_equal(soap_parse_sync_lead(body, (size_t)n, 0, &r, &f, NULL), SOAP_ERR_FAULT);
         assert_int_equal(f.code, cases[i].code);
         assert_int_equal(f.retryable, soap_fault_code_retryable(cases[i].code));
-        soap_fault_clear(&f);
+        mkto_fault_clear(&f);
     }
 }
 
@@ -204,9 +204,9 @@ static void test_fault_code_fallbacks(void **state)
 static void expect_all(const char *body, size_t len, size_t max_len, int want)
 {
     for (int which = 0; which < 4; which++) {
-        soap_leads_result lr;
-        soap_sync_result sr;
-        soap_fault f;
+        mkto_leads lr;
+        mkto_sync_result sr;
+        mkto_fault f;
         soap_err err;
         memset(&lr, 0xa5, sizeof(lr));
         memset(&sr, 0xa5, sizeof(sr));
@@ -273,12 +273,12 @@ static void test_hostile_entities(void **state)
                          "<syncStatus><leadId>1</leadId><status>CREATED</status></syncStatus>"
                          "</result></m:successSyncLead></e:Body></e:Envelope>",
                          doctypes[i]);
-        soap_sync_result r;
+        mkto_sync_result r;
         assert_int_equal(soap_parse_sync_lead(body + 21 + strlen(doctypes[i]),
                                               (size_t)n - 21 - strlen(doctypes[i]), 0, &r,
                                               NULL, NULL),
                          SOAP_OK);
-        soap_sync_result_clear(&r);
+        mkto_sync_result_clear(&r);
         assert_int_equal(soap_parse_sync_lead(body, (size_t)n, 0, &r, NULL, NULL),
                          SOAP_ERR_PARSE);
         assert_null(r.statuses);
@@ -322,7 +322,7 @@ static void test_hostile_truncated(void **state)
         const char *end = strstr(body, "</SOAP-ENV:Envelope>");
         if (body + cut > end)
             break;
-        soap_sync_result r;
+        mkto_sync_result r;
         soap_err err;
         int rc = soap_parse_sync_multiple_leads(body, cut, 0, &r, NULL, &err);
         if (rc != SOAP_ERR_PARSE)
@@ -338,9 +338,9 @@ static void test_too_large(void **state)
     size_t len;
     char *body = ts_fixture("sync_multiple_failed.xml", &len);
     expect_all(body, len, len - 1, SOAP_ERR_TOO_LARGE);
-    soap_sync_result r;
+    mkto_sync_result r;
     assert_int_equal(soap_parse_sync_multiple_leads(body, len, len, &r, NULL, NULL), SOAP_OK);
-    soap_sync_result_clear(&r);
+    mkto_sync_result_clear(&r);
     /* 0 means the default cap; a claimed length over it is refused before
      * anything is read (body is shorter than len here on purpose). */
     expect_all(body, SOAP_DEFAULT_MAX_RESPONSE + 1, 0, SOAP_ERR_TOO_LARGE);
@@ -385,11 +385,11 @@ static void test_hostile_nesting(void **state)
     size_t len;
     /* Envelope..Email is 7 levels: 57 more reach exactly 64. */
     char *s = deep_doc(57, &len);
-    soap_leads_result r;
+    mkto_leads r;
     assert_int_equal(soap_parse_get_multiple_leads(s, len, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.nleads, 1);
     assert_str(r.leads[0].email, "");
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     free(s);
 
     s = deep_doc(58, &len);
@@ -427,7 +427,7 @@ static void test_malformed_values(void **state)
                          "<e:Body><m:successGetMultipleLeads><result>%s</result>"
                          "</m:successGetMultipleLeads></e:Body></e:Envelope>",
                          bad_leads[i]);
-        soap_leads_result r;
+        mkto_leads r;
         soap_err err;
         int rc = soap_parse_get_multiple_leads(body, (size_t)n, 0, &r, NULL, &err);
         if (rc != SOAP_ERR_PARSE)
@@ -450,7 +450,7 @@ static void test_malformed_values(void **state)
                          "%s</syncStatusList></result></m:successSyncMultipleLeads></e:Body>"
                          "</e:Envelope>",
                          bad_sync[i]);
-        soap_sync_result r;
+        mkto_sync_result r;
         int rc = soap_parse_sync_multiple_leads(body, (size_t)n, 0, &r, NULL, NULL);
         if (rc != SOAP_ERR_PARSE)
             fail_msg("sync case %zu returned %d", i, rc);
@@ -462,13 +462,13 @@ static void test_malformed_values(void **state)
         "<m:successGetLead><result><count>\n 1 \n</count><leadRecordList><leadRecord>"
         "<Id> 42 </Id></leadRecord></leadRecordList></result></m:successGetLead></e:Body>"
         "</e:Envelope>";
-    soap_leads_result r;
+    mkto_leads r;
     assert_int_equal(soap_parse_get_lead(ok, sizeof(ok) - 1, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.return_count, 1);
     assert_int_equal(r.remaining_count, 0);
     assert_null(r.new_stream_position);
     assert_int_equal(r.leads[0].id, 42);
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
 }
 
 /* Values that must survive escaping in a response unchanged. */
@@ -516,7 +516,7 @@ static void test_round_trip_response(void **state)
     assert_true(xmlTextWriterEndDocument(w) >= 0);
     xmlFreeTextWriter(w);
 
-    soap_leads_result r;
+    mkto_leads r;
     soap_err err;
     assert_int_equal(soap_parse_get_multiple_leads((const char *)xmlBufferContent(buf),
                                                    (size_t)xmlBufferLength(buf), 0, &r, NULL,
@@ -530,7 +530,7 @@ static void test_round_trip_response(void **state)
         assert_int_equal(r.leads[i].nattrs, 1);
         assert_attr(&r.leads[i].attrs[0], tricky[i], tricky[n - 1 - i], tricky[i]);
     }
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     xmlBufferFree(buf);
 }
 
@@ -565,7 +565,7 @@ static void test_large_response(void **state)
                           "</leadRecordList></result></ns1:successGetMultipleLeads>"
                           "</SOAP-ENV:Body></SOAP-ENV:Envelope>\n");
     assert_true(n < cap - 1);
-    soap_leads_result r;
+    mkto_leads r;
     assert_int_equal(soap_parse_get_multiple_leads(s, n, 0, &r, NULL, NULL), SOAP_OK);
     assert_int_equal(r.return_count, 1000);
     assert_int_equal(r.remaining_count, 5000);
@@ -578,7 +578,7 @@ static void test_large_response(void **state)
         assert_string_equal(r.leads[i].attrs[19].value, want);
         assert_string_equal(r.leads[i].attrs[19].name, "Field19");
     }
-    soap_leads_result_clear(&r);
+    mkto_leads_clear(&r);
     free(s);
 }
 
@@ -593,12 +593,12 @@ static void *parse_worker(void *arg)
     (void)arg;
     uintptr_t bad = 0;
     for (int i = 0; i < 200; i++) {
-        soap_leads_result r;
+        mkto_leads r;
         if (soap_parse_get_multiple_leads(thread_ok, thread_ok_len, 0, &r, NULL, NULL) !=
                 SOAP_OK ||
             r.nleads != 2)
             bad++;
-        soap_leads_result_clear(&r);
+        mkto_leads_clear(&r);
         if (soap_parse_get_multiple_leads(thread_bad, thread_bad_len, 0, &r, NULL, NULL) !=
             SOAP_ERR_PARSE)
             bad++;

@@ -139,10 +139,10 @@ static xmlDocPtr check_valid(char *xml, size_t len)
 static void test_schema_get_lead(void **state)
 {
     (void)state;
-    for (int t = 0; t < SOAP_KEY__COUNT; t++) {
+    for (int t = 0; t < MKTO_KEY__COUNT; t++) {
         char *xml;
         size_t len;
-        assert_int_equal(soap_build_get_lead(&auth, (soap_key_type)t, "v&<>", &xml, &len, NULL),
+        assert_int_equal(soap_build_get_lead(&auth, (mkto_key_type)t, "v&<>", &xml, &len, NULL),
                          SOAP_OK);
         xmlFreeDoc(check_valid(xml, len));
     }
@@ -156,8 +156,8 @@ static void test_schema_get_multiple(void **state)
     char *xml;
     size_t len;
     /* Key selector with each key type, minimal and full. */
-    for (int t = 0; t < SOAP_KEY__COUNT; t++) {
-        soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = (soap_key_type)t,
+    for (int t = 0; t < MKTO_KEY__COUNT; t++) {
+        mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = (mkto_key_type)t,
                                .keys = keys, .nkeys = 3};
         assert_int_equal(soap_build_get_multiple_leads(&auth, &p, &xml, &len, NULL), SOAP_OK);
         xmlFreeDoc(check_valid(xml, len));
@@ -169,10 +169,10 @@ static void test_schema_get_multiple(void **state)
         xmlFreeDoc(check_valid(xml, len));
     }
     /* Static list by name, by id, by both, with paging fields. */
-    soap_get_multiple sl[] = {
-        {.kind = SOAP_SEL_STATIC_LIST, .list_name = "My List"},
-        {.kind = SOAP_SEL_STATIC_LIST, .list_id = 1001},
-        {.kind = SOAP_SEL_STATIC_LIST, .list_name = "L", .list_id = 7, .batch_size = 10,
+    mkto_query sl[] = {
+        {.kind = MKTO_SEL_STATIC_LIST, .list_name = "My List"},
+        {.kind = MKTO_SEL_STATIC_LIST, .list_id = 1001},
+        {.kind = MKTO_SEL_STATIC_LIST, .list_name = "L", .list_id = 7, .batch_size = 10,
          .stream_position = "x", .attrs = attrs, .nattrs = 1},
     };
     for (size_t i = 0; i < sizeof(sl) / sizeof(sl[0]); i++) {
@@ -181,9 +181,9 @@ static void test_schema_get_multiple(void **state)
         xmlFreeDoc(check_valid(xml, len));
     }
     /* Updated-at with and without its latest end. */
-    soap_get_multiple ua[] = {
-        {.kind = SOAP_SEL_UPDATED_AT, .oldest_updated_at = "2013-07-01T00:00:00-07:00"},
-        {.kind = SOAP_SEL_UPDATED_AT, .oldest_updated_at = "2013-07-01T00:00:00Z",
+    mkto_query ua[] = {
+        {.kind = MKTO_SEL_UPDATED_AT, .oldest_updated_at = "2013-07-01T00:00:00-07:00"},
+        {.kind = MKTO_SEL_UPDATED_AT, .oldest_updated_at = "2013-07-01T00:00:00Z",
          .latest_updated_at = "2013-07-20T12:00:00.5+02:00", .batch_size = 500,
          .stream_position = "p", .attrs = attrs, .nattrs = 2},
     };
@@ -197,12 +197,12 @@ static void test_schema_get_multiple(void **state)
 static void test_schema_sync(void **state)
 {
     (void)state;
-    soap_attr attrs[] = {{.name = "FirstName", .type = "string", .value = "George"},
+    mkto_attr attrs[] = {{.name = "FirstName", .type = "string", .value = "George"},
                          {.name = "Blank", .value = NULL}};
-    soap_lead full = {.has_id = true, .id = 42, .email = "a@b.c",
+    mkto_lead full = {.has_id = true, .id = 42, .email = "a@b.c",
                       .foreign_sys_person_id = "F1", .foreign_sys_type = "NETSUITE",
                       .attrs = attrs, .nattrs = 2};
-    soap_lead email_only = {.email = "t@t.com"};
+    mkto_lead email_only = {.email = "t@t.com"};
     char *xml;
     size_t len;
     assert_int_equal(soap_build_sync_lead(&auth, &full, true, "cookie", &xml, &len, NULL),
@@ -212,7 +212,7 @@ static void test_schema_sync(void **state)
                      SOAP_OK);
     xmlFreeDoc(check_valid(xml, len));
 
-    soap_lead leads[] = {full, email_only, {.foreign_sys_person_id = "X", .foreign_sys_type =
+    mkto_lead leads[] = {full, email_only, {.foreign_sys_person_id = "X", .foreign_sys_type =
                                                                             "CUSTOM"}};
     assert_int_equal(soap_build_sync_multiple_leads(&auth, leads, 3, true, &xml, &len, NULL),
                      SOAP_OK);
@@ -226,7 +226,7 @@ static void test_schema_bites(void **state)
 {
     (void)state;
     const char *keys[] = {"a@b.c"};
-    soap_get_multiple p = {.kind = SOAP_SEL_KEYS, .key_type = SOAP_KEY_EMAIL, .keys = keys,
+    mkto_query p = {.kind = MKTO_SEL_KEYS, .key_type = MKTO_KEY_EMAIL, .keys = keys,
                            .nkeys = 1};
     char *xml;
     size_t len;
@@ -243,7 +243,7 @@ static void test_schema_bites(void **state)
     xmlFreeDoc(doc);
 
     /* oldestUpdatedAt before latestUpdatedAt breaks the sequence. */
-    soap_get_multiple ua = {.kind = SOAP_SEL_UPDATED_AT,
+    mkto_query ua = {.kind = MKTO_SEL_UPDATED_AT,
                             .oldest_updated_at = "2013-07-01T00:00:00Z",
                             .latest_updated_at = "2013-07-02T00:00:00Z"};
     assert_int_equal(soap_build_get_multiple_leads(&auth, &ua, &xml, &len, NULL), SOAP_OK);
@@ -260,7 +260,7 @@ static void test_schema_bites(void **state)
     xmlFreeDoc(doc);
 
     /* A qualified child (ns1:leadKey) is not what the schema says. */
-    assert_int_equal(soap_build_get_lead(&auth, SOAP_KEY_IDNUM, "1", &xml, &len, NULL), SOAP_OK);
+    assert_int_equal(soap_build_get_lead(&auth, MKTO_KEY_IDNUM, "1", &xml, &len, NULL), SOAP_OK);
     doc = check_valid(xml, len);
     params = ts_body_child(doc);
     xmlSetNs(ts_child(params, NULL, "leadKey"), params->ns);
@@ -268,7 +268,7 @@ static void test_schema_bites(void **state)
     xmlFreeDoc(doc);
 
     /* A header missing its signature is invalid. */
-    assert_int_equal(soap_build_get_lead(&auth, SOAP_KEY_IDNUM, "1", &xml, &len, NULL), SOAP_OK);
+    assert_int_equal(soap_build_get_lead(&auth, MKTO_KEY_IDNUM, "1", &xml, &len, NULL), SOAP_OK);
     doc = check_valid(xml, len);
     xmlNode *ah = ts_child(ts_child(xmlDocGetRootElement(doc), SOAP_ENV_NS, "Header"), SOAP_NS,
                            "AuthenticationHeader");

@@ -209,24 +209,24 @@ static void test_key_types(void **state)
         NULL,          "Cookies",    "",           "LeadOwnerEmail", "SFDCAccountId",
         "SFDCContactId", "SFDCLeadId", "SFDCLeadOwnerId", "SFDCOpptyId",
     };
-    for (int i = 0; i < SOAP_KEY__COUNT; i++) {
-        soap_key_type t;
-        assert_string_equal(soap_key_type_name((soap_key_type)i), names[i]);
-        assert_int_equal(soap_key_type_parse(names[i], &t), SOAP_OK);
+    for (int i = 0; i < MKTO_KEY__COUNT; i++) {
+        mkto_key_type t;
+        assert_string_equal(mkto_key_type_name((mkto_key_type)i), names[i]);
+        assert_int_equal(mkto_key_type_parse(names[i], &t), SOAP_OK);
         assert_int_equal(t, i);
-        const char *a = soap_key_type_attr((soap_key_type)i);
+        const char *a = mkto_key_type_attr((mkto_key_type)i);
         if (attrs[i] == NULL || attrs[i][0] == '\0')
             assert_null(a);
         else
             assert_string_equal(a, attrs[i]);
     }
-    soap_key_type t;
-    assert_null(soap_key_type_name(SOAP_KEY__COUNT));
-    assert_null(soap_key_type_name((soap_key_type)-1));
-    assert_null(soap_key_type_attr(SOAP_KEY__COUNT));
-    assert_int_equal(soap_key_type_parse("email", &t), SOAP_ERR_INVALID);
-    assert_int_equal(soap_key_type_parse("", &t), SOAP_ERR_INVALID);
-    assert_int_equal(soap_key_type_parse(NULL, &t), SOAP_ERR_INVALID);
+    mkto_key_type t;
+    assert_null(mkto_key_type_name(MKTO_KEY__COUNT));
+    assert_null(mkto_key_type_name((mkto_key_type)-1));
+    assert_null(mkto_key_type_attr(MKTO_KEY__COUNT));
+    assert_int_equal(mkto_key_type_parse("email", &t), SOAP_ERR_INVALID);
+    assert_int_equal(mkto_key_type_parse("", &t), SOAP_ERR_INVALID);
+    assert_int_equal(mkto_key_type_parse(NULL, &t), SOAP_ERR_INVALID);
 }
 
 static void test_fault_retryable(void **state)
@@ -244,18 +244,18 @@ static void test_clear_functions(void **state)
 {
     (void)state;
     /* Zeroed structs are fine, twice. */
-    soap_lead l = {0};
-    soap_fault f = {0};
-    soap_leads_result r = {0};
-    soap_sync_result s = {0};
-    soap_lead_clear(&l);
-    soap_fault_clear(&f);
-    soap_leads_result_clear(&r);
-    soap_sync_result_clear(&s);
-    soap_lead_clear(NULL);
-    soap_fault_clear(NULL);
-    soap_leads_result_clear(NULL);
-    soap_sync_result_clear(NULL);
+    mkto_lead l = {0};
+    mkto_fault f = {0};
+    mkto_leads r = {0};
+    mkto_sync_result s = {0};
+    mkto_lead_clear(&l);
+    mkto_fault_clear(&f);
+    mkto_leads_clear(&r);
+    mkto_sync_result_clear(&s);
+    mkto_lead_clear(NULL);
+    mkto_fault_clear(NULL);
+    mkto_leads_clear(NULL);
+    mkto_sync_result_clear(NULL);
 
     /* Filled ones are emptied (ASan checks nothing leaks). */
     l.email = strdup("a@b.c");
@@ -264,13 +264,13 @@ static void test_clear_functions(void **state)
     l.attrs[0].name = strdup("A");
     l.attrs[0].value = strdup("v");
     l.attrs[1].name = strdup("B");
-    soap_lead_clear(&l);
+    mkto_lead_clear(&l);
     assert_null(l.attrs);
     assert_int_equal(l.nattrs, 0);
     s.statuses = calloc(1, sizeof(*s.statuses));
     s.nstatuses = 1;
     s.statuses[0].error = strdup("x");
-    soap_sync_result_clear(&s);
+    mkto_sync_result_clear(&s);
     assert_null(s.statuses);
 }
 

@@ -446,15 +446,15 @@ static int done_count(tjob *t)
 }
 
 static const char *const g_keys[] = {"ada@example.com", "grace@example.com"};
-static soap_lead g_leads[2];
+static mkto_lead g_leads[2];
 
 static void make_get(tjob *t, int64_t queue_ms, int64_t deadline_ms)
 {
     memset(t, 0, sizeof *t);
     int64_t now = gw_now_ms();
     t->job.kind = GW_CALL_GET_MULTIPLE;
-    t->job.get.kind = SOAP_SEL_KEYS;
-    t->job.get.key_type = SOAP_KEY_EMAIL;
+    t->job.get.kind = MKTO_SEL_KEYS;
+    t->job.get.key_type = MKTO_KEY_EMAIL;
     t->job.get.keys = g_keys;
     t->job.get.nkeys = 2;
     t->job.queue_deadline_ms = now + queue_ms;
@@ -603,7 +603,7 @@ static void test_success_sync(void **state)
     assert_true(wait_all(&t, 1, 5000));
     assert_int_equal(t.job.outcome, GW_OUT_OK);
     assert_int_equal(t.job.sync.nstatuses, 2);
-    assert_int_equal(t.job.sync.statuses[0].state, SOAP_SYNC_CREATED);
+    assert_int_equal(t.job.sync.statuses[0].state, MKTO_SYNC_CREATED);
     assert_int_equal(t.job.sync.statuses[1].lead_id, 1001);
     assert_false(t.job.maybe_applied);
     char ts[SOAP_TIMESTAMP_LEN];
@@ -1381,11 +1381,11 @@ static void test_coalesce_shapes_apart(void **state)
     t[1].job.get.attrs = g_fn_attrs;
     t[1].job.get.nattrs = 1;
     make_email(&t[2], 3, 5000);                 /* IDNUM */
-    t[2].job.get.key_type = SOAP_KEY_IDNUM;
+    t[2].job.get.key_type = MKTO_KEY_IDNUM;
     t[2].job.get.keys = &g_cidp[3];
     make_email(&t[3], 4, 5000);                 /* email, all fields: joins t[0] */
     make_email(&t[4], 5, 5000);                 /* IDNUM: joins t[2] */
-    t[4].job.get.key_type = SOAP_KEY_IDNUM;
+    t[4].job.get.key_type = MKTO_KEY_IDNUM;
     t[4].job.get.keys = &g_cidp[5];
     for (int i = 0; i < 5; i++)
         gw_upstream_submit(e.u, &t[i].job);
