@@ -4,7 +4,7 @@
  * bytes the gateway sends for a cache hit (body from a file, the same
  * Content-Type and X-Cache headers, a fresh 32-hex-digit X-Request-ID per
  * request), started with the gateway's daemon flags and options
- * (gateway/server.c: MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
+ * (gateway/http/server.c: MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME,
  * a thread pool of --threads, the same per-connection memory limit,
  * connection limit and idle timeout; --memory-limit overrides the per-connection
  * pool size, to show what it costs). It does no routing, no auth, no
@@ -31,7 +31,7 @@
 
 #define MC_MAX_HEADERS 16               /* --header entries */
 #define MC_MAX_BODY (16u << 20)         /* largest --body file */
-#define MC_CONN_MEMORY_LIMIT (128u << 10) /* same as gateway/server.c GW_CONN_MEMORY_LIMIT */
+#define MC_CONN_MEMORY_LIMIT (128u << 10) /* same as gateway/http/server.c GW_CONN_MEMORY_LIMIT */
 
 /* One fixed response header. */
 typedef struct mc_header {
@@ -228,7 +228,7 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    /* The gateway's flags and options (gateway/server.c gw_server_start). */
+    /* The gateway's flags and options (gateway/http/server.c gw_server_start). */
     unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, &st,
                          MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)(threads > 1 ? threads : 0),

@@ -31,7 +31,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "gateway/leadjson.h"
+#include "gateway/leads/leadjson.h"
 #include "soap/soap.h"
 
 #define TR_MAX_FILE (256u << 20) /* largest response file read */

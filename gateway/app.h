@@ -10,12 +10,12 @@
 #include <stdbool.h>
 
 #include "config/config.h"
-#include "gateway/cache.h"
-#include "gateway/cursor.h"
-#include "gateway/keylimit.h"
-#include "gateway/query.h"
-#include "gateway/ratelimit.h"
-#include "gateway/upstream.h"
+#include "gateway/store/cache.h"
+#include "gateway/leads/cursor.h"
+#include "gateway/leads/keylimit.h"
+#include "gateway/leads/query.h"
+#include "gateway/store/ratelimit.h"
+#include "gateway/upstream/upstream.h"
 
 typedef struct gw_app {
     const gw_config *cfg;      /* effective settings (owned by main) */

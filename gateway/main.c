@@ -36,9 +36,9 @@
 #include "gateway/log.h"
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
-#include "gateway/metrics_http.h"
-#include "gateway/redis.h"
-#include "gateway/server.h"
+#include "gateway/http/metrics_http.h"
+#include "gateway/store/redis.h"
+#include "gateway/http/server.h"
 #include "soap/soap.h"
 
 #define SETTLE_MS 1000  /* at most this much of the drain budget is kept for the engine's last replies */

@@ -6,7 +6,7 @@
 Writes `const char SYMBOL[]` (the bytes and a trailing NUL) and
 `const size_t SYMBOL_len` (the length without the NUL). With --json the input
 must parse as JSON, so a broken document fails the build instead of the
-tests. Run by meson (gateway/meson.build) to embed gateway/openapi.json.
+tests. Run by meson (gateway/meson.build) to embed gateway/http/openapi.json.
 """
 import json
 import sys

@@ -20,8 +20,8 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "gateway/cursor.h"
-#include "gateway/query.h"
+#include "gateway/leads/cursor.h"
+#include "gateway/leads/query.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

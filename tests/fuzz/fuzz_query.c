@@ -17,7 +17,7 @@
 
 #include <libxml/parser.h>
 
-#include "gateway/query.h"
+#include "gateway/leads/query.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -14,7 +14,7 @@
 
 #include <jansson.h>
 
-#include "gateway/leadjson.h"
+#include "gateway/leads/leadjson.h"
 #include "soap/soap.h"
 #include "fuzz_util.h"
 

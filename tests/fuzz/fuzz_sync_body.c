@@ -15,7 +15,7 @@
 #include <libxml/parser.h>
 #include <libxml/tree.h>
 
-#include "gateway/leadjson.h"
+#include "gateway/leads/leadjson.h"
 #include "soap/soap.h"
 #include "fuzz_util.h"
 

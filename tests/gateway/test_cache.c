@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/cache.h"
+#include "gateway/store/cache.h"
 
 static int64_t fake_now;
 

@@ -11,7 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
-#include "gateway/cursor.h"
+#include "gateway/leads/cursor.h"
 
 #define NOW 1750000000LL
 

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/leadjson.h"
+#include "gateway/leads/leadjson.h"
 
 /* Compact dump with the members in insertion order, reals at 15 significant
  * digits (what the gateway's replies should use: jansson's default of 17

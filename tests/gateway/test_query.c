@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gateway/cursor.h"
-#include "gateway/query.h"
+#include "gateway/leads/cursor.h"
+#include "gateway/leads/query.h"
 
 static const gw_query_limits LIM = {.max_keys = 1000, .max_page_size = 1000,
                                     .default_page_size = 100};

@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gateway/ratelimit.h"
+#include "gateway/store/ratelimit.h"
 
 /* Epoch seconds of a UTC date-time. */
 static int64_t utc(int y, int mo, int d, int h, int mi, int s)

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "gateway/redis.h"
+#include "gateway/store/redis.h"
 
 /* A running (or killed) redis-server. */
 typedef struct rh_server {

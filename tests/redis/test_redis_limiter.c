@@ -16,7 +16,7 @@
 
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/redis.h"
+#include "gateway/store/redis.h"
 #include "tests/redis/harness.h"
 
 static rh_server *srv;

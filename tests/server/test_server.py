@@ -1,4 +1,4 @@
-"""Black-box tests of the gateway's HTTP face (gateway/server.c, ops.c, main.c).
+"""Black-box tests of the gateway's HTTP face (gateway/http/server.c, ops.c, main.c).
 
 Run: /usr/bin/python3 -m pytest tests/server   (scripts/test.sh does)
 Binary: GATEWAY_BIN (default build/gateway/marketo-gateway under the repository).
@@ -158,7 +158,7 @@ def raw_request(port, data, timeout=10.0):
 
 def route_table():
     """(pattern, method) pairs of server.c's route table."""
-    with open(os.path.join(ROOT, "gateway", "server.c")) as f:
+    with open(os.path.join(ROOT, "gateway", "http", "server.c")) as f:
         src = f.read()
     block = src[src.index("/* ROUTES-BEGIN */"):src.index("/* ROUTES-END */")]
     routes = re.findall(r'\{"(/[^"]*)",\s*"([A-Z]+)"', block)
@@ -323,7 +323,7 @@ def test_openapi_documents_every_route(gw):
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("application/json")
     doc = r.json()
-    with open(os.path.join(ROOT, "gateway", "openapi.json")) as f:
+    with open(os.path.join(ROOT, "gateway", "http", "openapi.json")) as f:
         assert json.load(f) == doc, "the embedded document is the source file"
     assert doc["openapi"].startswith("3.1")
     paths = doc["paths"]

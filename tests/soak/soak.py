@@ -620,7 +620,7 @@ class Soak:
         log("commit %s" % git(self.args.root, "rev-parse", "HEAD").strip())
         for b in (self.args.gateway, self.args.sim):
             log("binary %s sha256 %s" % (os.path.relpath(b, self.args.root), sha256(b)[:16]))
-        dirty = git(self.args.root, "status", "--short", "--", "gateway", "sim", "soap",
+        dirty = git(self.args.root, "status", "--short", "--", "gateway", "sim", "soap", "marketo",
                     "config").strip()
         if dirty:
             log("uncommitted changes in sources built:\n" + dirty)

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "gateway/metrics.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 #define USER_ID "bigcorp1_461839624B16E06BA2D663"
 #define ENC_KEY "899756834129871744AAEE88DDCC77CDEEDEC1AAAD66"

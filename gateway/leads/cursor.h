@@ -1,4 +1,4 @@
-/* gateway/cursor.h - opaque paging tokens around Marketo's streamPosition.
+/* gateway/leads/cursor.h - opaque paging tokens around Marketo's streamPosition.
  *
  * A cursor is base64url(payload) "." base64url(HMAC-SHA256(secret, payload)),
  * no padding, at most GW_CURSOR_MAX_LEN bytes. The payload (JSON) carries the

@@ -1,4 +1,4 @@
-/* gateway/ops.c - the operations routes: /healthz, /readyz, /metrics,
+/* gateway/http/ops.c - the operations routes: /healthz, /readyz, /metrics,
  * /openapi.json. None needs an API key (server.c's route table says so).
  */
 #include <signal.h>
@@ -9,9 +9,9 @@
 #include "gateway/log.h"
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
-#include "gateway/metrics_http.h"
-#include "gateway/server.h"
-#include "gateway/upstream.h"
+#include "gateway/http/metrics_http.h"
+#include "gateway/http/server.h"
+#include "gateway/upstream/upstream.h"
 
 #ifndef GW_VERSION
 #define GW_VERSION "unknown"

@@ -1,4 +1,4 @@
-/* gateway/sync.c - POST /leads/sync.
+/* gateway/leads/sync.c - POST /leads/sync.
  *
  * The body is validated whole before anything is sent (a bad body is 400
  * and costs no SOAP call), one lead at a time, keeping only where each lead
@@ -35,7 +35,7 @@
  * pending (and "cache_invalidation": "pending" in the body) when other
  * replicas may still serve the pre-sync entries until the replay lands.
  */
-#include "gateway/server.h"
+#include "gateway/http/server.h"
 
 #include <malloc.h>
 #include <stdatomic.h>
@@ -46,11 +46,11 @@
 
 #include <jansson.h>
 
-#include "gateway/cache.h"
-#include "gateway/leadjson.h"
-#include "gateway/leads_common.h"
+#include "gateway/store/cache.h"
+#include "gateway/leads/leadjson.h"
+#include "gateway/leads/leads_common.h"
 #include "gateway/log.h"
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 #include "soap/soap.h"
 
 /* Longest normalised key value we invalidate (longer ones cannot be cached). */

@@ -1,7 +1,7 @@
-/* gateway/metrics_http.c - the /metrics-only listener (gateway.metrics_listen);
+/* gateway/http/metrics_http.c - the /metrics-only listener (gateway.metrics_listen);
  * see metrics_http.h. One internal polling thread: scrapes are few and short.
  */
-#include "gateway/metrics_http.h"
+#include "gateway/http/metrics_http.h"
 
 #include <netdb.h>
 #include <netinet/in.h>

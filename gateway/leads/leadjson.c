@@ -1,4 +1,4 @@
-/* gateway/leadjson.c - lead records between SOAP structs and the gateway's JSON.
+/* gateway/leads/leadjson.c - lead records between SOAP structs and the gateway's JSON.
  *
  * Output (gw_lead_to_json): every string that goes into jansson is checked
  * for UTF-8 first; a value Marketo sent that is not UTF-8 (libxml2 should
@@ -10,7 +10,7 @@
  * the shape and every string, one lead at a time. Messages name the lead
  * index and member, never a value.
  */
-#include "gateway/leadjson.h"
+#include "gateway/leads/leadjson.h"
 
 #include <errno.h>
 #include <math.h>
@@ -20,7 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "gateway/query.h"
+#include "gateway/leads/query.h"
 
 /* ---- output ----------------------------------------------------------------- */
 

@@ -1,4 +1,4 @@
-/* gateway/server.c - the HTTP face: libmicrohttpd daemon, routing, auth, CORS,
+/* gateway/http/server.c - the HTTP face: libmicrohttpd daemon, routing, auth, CORS,
  * request ids, problem replies, suspend/resume and the access log.
  *
  * Life of a request (see server.h for the handler's view):
@@ -32,7 +32,7 @@
  * by finish_call() on the connection's own thread, so a handler may build its
  * reply anywhere inside its call.
  */
-#include "gateway/server.h"
+#include "gateway/http/server.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,11 +57,11 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
-#include "gateway/connguard.h"
+#include "gateway/http/connguard.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/ratelimit.h"
-#include "gateway/upstream.h"
+#include "gateway/store/ratelimit.h"
+#include "gateway/upstream/upstream.h"
 
 #define GW_REQ_ID_MAX 128              /* longest client X-Request-ID kept */
 #define GW_MAX_EXTRA_HEADERS 16        /* gw_req_add_header entries per reply */

@@ -1,4 +1,4 @@
-/* gateway/cache.h - the lookup cache: per key type, key value and field set.
+/* gateway/store/cache.h - the lookup cache: per key type, key value and field set.
  *
  * Only key lookups are cached (list and updated-at pages are not). An entry
  * is the JSON array of the lead objects that matched one key (gateway JSON

@@ -1,4 +1,4 @@
-/* gateway/redis.h - the Redis backends: one cache and one outbound budget shared
+/* gateway/store/redis.h - the Redis backends: one cache and one outbound budget shared
  * by every gateway replica.
  *
  * gw_redis is a connection manager for one Redis server: a small pool of
@@ -31,8 +31,8 @@
 #include <hiredis/hiredis.h>
 
 #include "config/config.h"
-#include "gateway/cache.h"
-#include "gateway/ratelimit.h"
+#include "gateway/store/cache.h"
+#include "gateway/store/ratelimit.h"
 
 typedef struct gw_redis gw_redis;
 

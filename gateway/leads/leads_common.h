@@ -1,5 +1,5 @@
-/* gateway/leads_common.h - small helpers shared by the lead routes only
- * (gateway/lookup.c and gateway/sync.c; nobody else includes this).
+/* gateway/leads/leads_common.h - small helpers shared by the lead routes only
+ * (gateway/leads/lookup.c and gateway/leads/sync.c; nobody else includes this).
  *
  * Every lead route follows the same shape: fill jobs, set an atomic count of
  * jobs still pending, suspend, submit; each job's done callback (engine
@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "gateway/server.h"
-#include "gateway/upstream.h"
+#include "gateway/http/server.h"
+#include "gateway/upstream/upstream.h"
 
 /* What a job's done_arg points at: the request and its pending count. */
 typedef struct gw_leads_waiter {

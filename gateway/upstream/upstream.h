@@ -1,4 +1,4 @@
-/* gateway/upstream.h - the upstream engine: every SOAP call to Marketo.
+/* gateway/upstream/upstream.h - the upstream engine: every SOAP call to Marketo.
  *
  * One thread owns a curl multi handle (keep-alive connections reused, TLS
  * verified) and a queue of jobs. HTTP handlers never block on Marketo: they
@@ -76,7 +76,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "gateway/ratelimit.h"
+#include "gateway/store/ratelimit.h"
 #include "soap/soap.h"
 
 typedef enum gw_call_kind {
@@ -96,7 +96,7 @@ typedef enum gw_outcome {
                            * call cut at the drain deadline) */
 } gw_outcome;
 
-/* How attempts end (gateway/upstream.c has the full table):
+/* How attempts end (gateway/upstream/engine.c has the full table):
  * - faults: 20016 retried at once with a fresh signature; 20023, 20024,
  *   20011, 10001 retried after a jittered backoff (>= 1 s for 20023); any
  *   other code ends FAULT at once. 20015 (daily quota) ends FAULT with

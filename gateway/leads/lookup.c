@@ -1,4 +1,4 @@
-/* gateway/lookup.c - GET /leads and GET /leads/{id}.
+/* gateway/leads/lookup.c - GET /leads and GET /leads/{id}.
  *
  * Two paths share one per-request state (lk_state):
  *
@@ -28,7 +28,7 @@
  * windows follow. An open range (no updatedUntil) is closed at the time of
  * the first page and the closing time is carried in the cursor's binding.
  */
-#include "gateway/server.h"
+#include "gateway/http/server.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -41,13 +41,13 @@
 
 #include <jansson.h>
 
-#include "gateway/cache.h"
-#include "gateway/cursor.h"
-#include "gateway/leadjson.h"
-#include "gateway/leads_common.h"
+#include "gateway/store/cache.h"
+#include "gateway/leads/cursor.h"
+#include "gateway/leads/leadjson.h"
+#include "gateway/leads/leads_common.h"
 #include "gateway/log.h"
-#include "gateway/query.h"
-#include "gateway/upstream.h"
+#include "gateway/leads/query.h"
+#include "gateway/upstream/upstream.h"
 #include "soap/soap.h"
 
 /* Seconds in one updated-at window (Marketo allows at most 30 days). */

@@ -1,4 +1,4 @@
-/* gateway/server.h - the HTTP face: libmicrohttpd, routing, per-request state.
+/* gateway/http/server.h - the HTTP face: libmicrohttpd, routing, per-request state.
  *
  * libmicrohttpd runs its internal epoll threads with suspend/resume. The
  * server accumulates the body (capped), checks auth (except on the four
@@ -114,7 +114,7 @@ size_t gw_server_active(gw_server *s);
 /* Stops the daemon and frees it. */
 void gw_server_stop(gw_server *s);
 
-/* ---- route handlers (gateway/lookup.c, gateway/sync.c, gateway/ops.c) ---- */
+/* ---- route handlers (gateway/leads/lookup.c, gateway/leads/sync.c, gateway/http/ops.c) ---- */
 void gw_handle_leads(gw_req *r);        /* GET /leads */
 void gw_handle_lead_by_id(gw_req *r);   /* GET /leads/{id} */
 void gw_handle_sync(gw_req *r);         /* POST /leads/sync */

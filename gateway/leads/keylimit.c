@@ -1,5 +1,5 @@
-/* gateway/keylimit.c - token buckets per API key; see keylimit.h. */
-#include "gateway/keylimit.h"
+/* gateway/leads/keylimit.c - token buckets per API key; see keylimit.h. */
+#include "gateway/leads/keylimit.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-/* gateway/leadjson.h - lead records between SOAP structs and the gateway's JSON.
+/* gateway/leads/leadjson.h - lead records between SOAP structs and the gateway's JSON.
  *
  * Lead object: {"id": 67508, "email": "joe@marketo.com", "foreignSysPersonId":
  * null, "foreignSysType": null, "attributes": {"LeadScore": 11, ...}}.

@@ -1,4 +1,4 @@
-/* gateway/query.h - GET /leads query parameters -> one validated selector.
+/* gateway/leads/query.h - GET /leads query parameters -> one validated selector.
  *
  * Pure: strings in, struct out, no HTTP. Distrusts everything: unknown
  * parameters, two selectors at once, empty or over-long values, invalid

@@ -1,4 +1,4 @@
-/* gateway/keylimit.h - per-API-key fairness for requests that need Marketo.
+/* gateway/leads/keylimit.h - per-API-key fairness for requests that need Marketo.
  *
  * One frontend must not eat the whole Marketo budget. Each configured API
  * key gets a token bucket of auth.key_calls_per_minute requests (capacity

@@ -1,4 +1,4 @@
-/* gateway/query.c - GET /leads query parameters -> one validated selector.
+/* gateway/leads/query.c - GET /leads query parameters -> one validated selector.
  *
  * Parameters:
  *   key selectors  id, email, cookie, leadOwnerEmail, sfdcAccountId,
@@ -22,7 +22,7 @@
  *
  * Error messages name parameters, never their values.
  */
-#include "gateway/query.h"
+#include "gateway/leads/query.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -30,8 +30,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/cache.h"
-#include "gateway/cursor.h"
+#include "gateway/store/cache.h"
+#include "gateway/leads/cursor.h"
 
 #define MAX_FIELDS 100        /* distinct names in fields= */
 #define MAX_FIELD_ITEMS 1000  /* names in fields= before deduplication */

@@ -1,4 +1,4 @@
-/* gateway/ratelimit.c - the in-process outbound limiter and US-Central days.
+/* gateway/store/ratelimit.c - the in-process outbound limiter and US-Central days.
  *
  * The rolling window is an array of calls_per_window entries, each holding
  * the moment its call stops counting: INT64_MAX while the call is in flight,
@@ -8,7 +8,7 @@
  * caller is told how long to wait. One mutex guards everything: every
  * operation is a scan of at most calls_per_window integers.
  */
-#include "gateway/ratelimit.h"
+#include "gateway/store/ratelimit.h"
 
 #include <math.h>
 #include <pthread.h>

@@ -1,4 +1,4 @@
-/* gateway/redis.c - Redis connections: a pool, a backoff, health, scripts; the
+/* gateway/store/redis.c - Redis connections: a pool, a backoff, health, scripts; the
  * factory that picks the cache and limiter backends.
  *
  * The pool holds idle connected contexts; a thread takes one, runs its
@@ -11,7 +11,7 @@
  * ends the outage. Only the first failure of a generation grows the
  * backoff, so many requests failing together count as one failure.
  */
-#include "gateway/redis.h"
+#include "gateway/store/redis.h"
 
 #include <errno.h>
 #include <openssl/evp.h>

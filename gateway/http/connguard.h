@@ -1,4 +1,4 @@
-/* gateway/connguard.h - deadlines for slow clients, and room for new connections.
+/* gateway/http/connguard.h - deadlines for slow clients, and room for new connections.
  *
  * libmicrohttpd's own timeout (gateway.idle_timeout_s) starts again at every
  * byte: a client sending one header byte every 10 s held its connection for

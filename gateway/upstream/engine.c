@@ -1,4 +1,4 @@
-/* gateway/upstream.c - the upstream engine: one thread, one curl multi handle,
+/* gateway/upstream/engine.c - the upstream engine: one thread, one curl multi handle,
  * every SOAP call to Marketo.
  *
  * Reading order: the structs, the submit side (gw_upstream_submit, any
@@ -18,7 +18,7 @@
  * finish_call() hands the answer to every member (distribute_ok /
  * distribute_failure); each member then ends or retries on its own.
  */
-#include "gateway/upstream.h"
+#include "gateway/upstream/upstream.h"
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* gateway/metrics_http.h - GET /metrics on a listener of its own.
+/* gateway/http/metrics_http.h - GET /metrics on a listener of its own.
  *
  * With gateway.metrics_listen set, main.c starts this second, small
  * libmicrohttpd daemon beside the API server: it answers GET (and HEAD)

@@ -1,4 +1,4 @@
-/* gateway/cache.c - the in-process lookup cache.
+/* gateway/store/cache.c - the in-process lookup cache.
  *
  * Layout: a hash table of key nodes, one per (key type, key value), each
  * holding a short list of entries, one per field set. Every entry sits on
@@ -15,7 +15,7 @@
  * The hash is seeded per cache from OpenSSL's random generator, so that
  * crafted key values cannot all land in one bucket of a long-lived cache.
  */
-#include "gateway/cache.h"
+#include "gateway/store/cache.h"
 
 #include <pthread.h>
 #include <stdlib.h>

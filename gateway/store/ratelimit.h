@@ -1,7 +1,7 @@
-/* gateway/ratelimit.h - the outbound budget: rolling window, concurrency, daily quota.
+/* gateway/store/ratelimit.h - the outbound budget: rolling window, concurrency, daily quota.
  *
  * One interface, several backends: the in-process limiter here (the embedded
- * default, one process alone) and, in gateway/redis_limiter.c, the Redis
+ * default, one process alone) and, in gateway/store/redis_limiter.c, the Redis
  * limiter shared by every replica with its fallback (this replica's share of
  * what the budget has left while Redis does not answer).
  *

@@ -1,4 +1,4 @@
-/* gateway/redis_limiter.c - the outbound budget in Redis, shared by every
+/* gateway/store/redis_limiter.c - the outbound budget in Redis, shared by every
  * replica, and the fallback limiter used while Redis does not answer.
  *
  * Layout (P = the key prefix):
@@ -63,7 +63,7 @@
 
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/redis.h"
+#include "gateway/store/redis.h"
 
 /* Longest suggested wait when only concurrency is full (a release may come sooner). */
 #define CONCURRENCY_RETRY_CAP_MS 10

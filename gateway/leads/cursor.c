@@ -1,4 +1,4 @@
-/* gateway/cursor.c - opaque paging tokens: encode, authenticate, verify.
+/* gateway/leads/cursor.c - opaque paging tokens: encode, authenticate, verify.
  *
  * Payload: compact JSON {"v":1,"b":binding,"p":stream_position,
  * "w":window_oldest,"e":expires_at}. Token: base64url(payload) "."
@@ -7,7 +7,7 @@
  * (constant time) over the decoded payload, and only then parses the JSON,
  * so nothing an attacker wrote reaches the JSON parser.
  */
-#include "gateway/cursor.h"
+#include "gateway/leads/cursor.h"
 
 #include <stdlib.h>
 #include <string.h>

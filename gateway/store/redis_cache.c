@@ -1,4 +1,4 @@
-/* gateway/redis_cache.c - the lookup cache in Redis, shared by every replica.
+/* gateway/store/redis.cache.c - the lookup cache in Redis, shared by every replica.
  *
  * Layout (P = the key prefix):
  *   P c:<TYPE>:<value>  HASH, one per key type and normalised key value;
@@ -29,7 +29,7 @@
  * waiting on it (await_invalidations) once it landed or at their deadline.
  * Until the replay lands, the other replicas can still read the entries it
  * drops: a sync therefore waits for it before answering, and says so when
- * it could not (gateway/sync.c).
+ * it could not (gateway/leads/sync.c).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,7 +43,7 @@
 
 #include "gateway/log.h"
 #include "gateway/metrics.h"
-#include "gateway/redis.h"
+#include "gateway/store/redis.h"
 
 /* Pending invalidation keys kept while Redis is down, before a full purge instead. */
 #define PENDING_MAX 10000

@@ -1,4 +1,4 @@
-/* gateway/connguard.c - deadlines for slow clients, and room for new
+/* gateway/http/connguard.c - deadlines for slow clients, and room for new
  * connections (see connguard.h for what is guaranteed).
  *
  * A connection's state and deadline are one atomic word. The connection's
@@ -13,7 +13,7 @@
  * (gw_guard_close, under the same mutex) before it closes the socket, so the
  * guard never writes to a descriptor that was closed or reused.
  */
-#include "gateway/connguard.h"
+#include "gateway/http/connguard.h"
 
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's has not) */
 #include <netinet/in.h>
