@@ -1,8 +1,14 @@
 /* marketo/leadkey.c - lead-key identity (see leadkey.h). */
 #include "marketo/leadkey.h"
 
+#include <errno.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include "marketo/model.h"
 
 /* WSDL names of the key types, indexed by mkto_key_type. */
 static const char *const key_names[MKTO_KEY__COUNT] = {
@@ -45,3 +51,39 @@ const char *mkto_key_type_attr(mkto_key_type t)
     return key_attrs[t];
 }
 
+
+bool mkto_key_eq(mkto_key_type t, const char *a, const char *b)
+{
+    if (t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL)
+        return strcasecmp(a, b) == 0;
+    return strcmp(a, b) == 0;
+}
+
+bool mkto_lead_matches_key(const mkto_lead *l, mkto_key_type t, const char *key)
+{
+    if (!l || !key)
+        return false;
+    if (t == MKTO_KEY_IDNUM) {
+        if (!l->has_id)
+            return false;
+        errno = 0;
+        char *end = NULL;
+        long long v = strtoll(key, &end, 10);
+        if (errno != 0 || end == key || *end != '\0')
+            return false;
+        return (int64_t)v == l->id;
+    }
+    if (t == MKTO_KEY_EMAIL)
+        return l->email && strcasecmp(l->email, key) == 0;
+    const char *an = mkto_key_type_attr(t);
+    if (!an)
+        return false;
+    for (size_t i = 0; i < l->nattrs; i++) {
+        if (strcmp(l->attrs[i].name, an) != 0 || !l->attrs[i].value)
+            continue;
+        if (t == MKTO_KEY_LEADOWNEREMAIL)
+            return strcasecmp(l->attrs[i].value, key) == 0;
+        return strcmp(l->attrs[i].value, key) == 0;
+    }
+    return false;
+}

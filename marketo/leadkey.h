@@ -7,6 +7,8 @@
 #ifndef MARKETO_LEADKEY_H
 #define MARKETO_LEADKEY_H
 
+#include <stdbool.h>
+
 /* The nine lead key types of Marketo's SOAP LeadKeyRef, in WSDL order. The
  * names are the SOAP ones; each upstream maps them to what it can search. */
 typedef enum mkto_key_type {
@@ -32,5 +34,16 @@ int mkto_key_type_parse(const char *name, mkto_key_type *out);
  * "SFDCLeadOwnerId", "SFDCOpptyId". NULL for IDNUM and EMAIL, which are the
  * record's own Id and Email elements. Static storage. */
 const char *mkto_key_type_attr(mkto_key_type t);
+
+/* Whether two key values of type t name the same key: case-insensitive for
+ * EMAIL and LEADOWNEREMAIL, byte for byte otherwise. */
+bool mkto_key_eq(mkto_key_type t, const char *a, const char *b);
+
+struct mkto_lead;
+/* Whether lead l carries key value key (normalised as the gateway does) of
+ * key type t: IDNUM by Id, EMAIL by Email (case-insensitive), other types by
+ * their mapping attribute mkto_key_type_attr(t) (case-insensitive for
+ * LEADOWNEREMAIL). False when the lead lacks the field. */
+bool mkto_lead_matches_key(const struct mkto_lead *l, mkto_key_type t, const char *key);
 
 #endif /* MARKETO_LEADKEY_H */

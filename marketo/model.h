@@ -41,6 +41,8 @@ typedef struct mkto_lead {
 
 /* Frees the members of one lead (not the struct itself). */
 void mkto_lead_clear(mkto_lead *l);
+/* Deep-copies src into dst. Returns 0, or -1 out of memory (dst zeroed). */
+int mkto_lead_copy(mkto_lead *dst, const mkto_lead *src);
 
 /* ---- a lead query (one getMultipleLeads call) ------------------------------ */
 
@@ -77,6 +79,9 @@ typedef struct mkto_fault {
     char *message;      /* serviceException/message, or NULL */
 } mkto_fault;
 void mkto_fault_clear(mkto_fault *f);
+/* Deep-copies src into dst. Returns 0, or -1 out of memory: dst then keeps
+ * the code and the retryable flag (what the mapping needs) and no text. */
+int mkto_fault_copy(mkto_fault *dst, const mkto_fault *src);
 
 /* getLead (count -> return_count) and getMultipleLeads. */
 typedef struct mkto_leads {

@@ -127,4 +127,15 @@ int soap_parse_sync_lead(const char *body, size_t len, size_t max_len,
 int soap_parse_sync_multiple_leads(const char *body, size_t len, size_t max_len,
                                    mkto_sync_result *out, mkto_fault *fault, soap_err *err);
 
+/* ---- the engine's protocol (soap/protocol.c) ----------------------------------- */
+
+struct mkto_protocol;
+/* mktows 2_3 behind marketo/protocol.h: POSTs signed envelopes to endpoint
+ * (getMultipleLeads, syncMultipleLeads) and reads the answers with the
+ * parsers above, refusing bodies over max_response (0: the default). The
+ * strings are copied; the key is wiped when the protocol is freed. NULL
+ * when endpoint is empty or memory runs out. */
+struct mkto_protocol *soap_protocol_new(const char *endpoint, const char *user_id,
+                                        const char *encryption_key, size_t max_response);
+
 #endif /* SOAP_SOAP_H */

@@ -242,7 +242,7 @@ static int file_chunk_leads(lk_state *st, lk_chunk *c, const mkto_leads *res)
             return -1;
         bool matched = false;
         for (size_t k = 0; k < c->n; k++) {
-            if (!gw_lead_matches_key(l, st->sel.key_type, c->keys[k]))
+            if (!mkto_lead_matches_key(l, st->sel.key_type, c->keys[k]))
                 continue;
             size_t ki = st->miss[c->first + k];
             if (json_array_append(st->got[ki], o) != 0) {

@@ -37,7 +37,7 @@
  * Each member gets its own outcome and its own done call. On OK a member
  * whose keys are the call's whole key set gets a full copy of the answer
  * (paging fields included); any other member gets deep copies of the leads
- * that match its keys (gw_lead_matches_key; a lead matching several members
+ * that match its keys (mkto_lead_matches_key; a lead matching several members
  * goes to each; a lead matching no member is dropped) with remaining_count 0.
  * If a merged answer has more pages (remainingCount > 0), members with a
  * partial key set are not served from it: each is queued again to run alone
@@ -77,7 +77,7 @@
 
 #include "config/config.h"
 #include "gateway/store/ratelimit.h"
-#include "soap/soap.h"
+#include "marketo/model.h"
 
 typedef enum gw_call_kind {
     GW_CALL_GET_MULTIPLE = 0, /* getMultipleLeads with job->get */
@@ -200,13 +200,6 @@ void gw_job_clear_results(gw_job *job);
 /* Lower-case name of an outcome ("ok", "fault", "rate_limited", ...) for logs
  * and metric labels; "unknown" for an out-of-range value. Static storage. */
 const char *gw_outcome_name(gw_outcome o);
-
-/* Whether lead l carries key value key (normalised as the gateway does) of
- * key type t: IDNUM by Id, EMAIL by Email (case-insensitive), other types by
- * their mapping attribute mkto_key_type_attr(t) (case-insensitive for
- * LEADOWNEREMAIL). False when the lead lacks the field. Used by the engine to
- * split merged answers and by the lookup route to file leads under keys. */
-bool gw_lead_matches_key(const mkto_lead *l, mkto_key_type t, const char *key);
 
 /* Monotonic clock in ms, the time base of every deadline above. */
 int64_t gw_now_ms(void);

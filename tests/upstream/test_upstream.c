@@ -29,6 +29,7 @@
 
 #include "gateway/metrics.h"
 #include "gateway/upstream/upstream.h"
+#include "soap/soap.h"
 
 #define USER_ID "bigcorp1_461839624B16E06BA2D663"
 #define ENC_KEY "899756834129871744AAEE88DDCC77CDEEDEC1AAAD66"
