@@ -287,9 +287,7 @@ size_t gw_upstream_in_flight(gw_upstream *u)
     return atomic_load(&u->in_flight);
 }
 
-/* ---- calls ------------------------------------------------------------------ */
-
-/* ---- coalescing (the rules are coalesce.c's) ------------------------------------ */
+/* ---- the waiting list ---------------------------------------------------------- */
 
 /* Ends a job that was waiting (already unlinked) because it ran out of time:
  * RATE_LIMITED when it never got a slot in its queue time, else its last
@@ -305,108 +303,133 @@ static void expire_job(gw_upstream *u, gw_job *job, gw_outcome o)
     up_end_job(u, job, o);
 }
 
+/* One walk of the waiting list. */
+typedef struct scan_state {
+    int64_t now;               /* monotonic time of the walk */
+    int64_t wake;              /* when the list next needs a look */
+    bool blocked;              /* no call may start now (concurrency, limiter) */
+    bool pace_blocked;         /* no key lookup may start now (pacing) */
+} scan_state;
+
+static void wake_at(scan_state *s, int64_t t)
+{
+    s->wake = min64(s->wake, t);
+}
+
+/* Asks the limiter for a slot for job and starts its call, or ends the job
+ * (quota spent), or notes when to ask again. Returns true when waiting jobs
+ * further on may have joined the call (the walk starts over). */
+static bool take_slot(gw_upstream *u, gw_job *job, bool paced_kind, scan_state *s)
+{
+    gw_slot slot = {0};
+    int64_t hint = 0;
+    switch (u->lim->ops->try_acquire(u->lim, wall_ms(), &slot, &hint)) {
+    case GW_LIMIT_OK:
+        if (paced_kind)
+            gw_pacer_take(&u->pacer);
+        if (job->paced) {
+            job->paced = false;
+            metric_add(u->m_pacing_waits);
+        }
+        up_waiting_unlink(u, job);
+        return up_start_call(u, job, &slot, s->now) > 0;
+    case GW_LIMIT_QUOTA:
+        up_waiting_unlink(u, job);
+        job->retry_after_s = ceil_seconds(hint);
+        snprintf(job->detail, sizeof job->detail, "daily quota spent");
+        up_end_job(u, job, GW_OUT_QUOTA);
+        return false;
+    case GW_LIMIT_WAIT:
+        s->blocked = true;
+        u->last_hint_ms = max64(1, hint);
+        u->limiter_retry_at_ms = s->now + u->last_hint_ms;
+        wake_at(s, u->limiter_retry_at_ms);
+        return false;
+    case GW_LIMIT_ERROR:
+    default:
+        s->blocked = true;
+        u->limiter_retry_at_ms = s->now + UP_LIMIT_ERROR_WAIT_MS;
+        wake_at(s, u->limiter_retry_at_ms);
+        return false;
+    }
+}
+
+/* Whether job's time is up; if so ends it (already unlinked). */
+static bool expire_if_due(gw_upstream *u, gw_job *job, scan_state *s)
+{
+    int64_t last_start = job->deadline_ms - UP_MIN_ATTEMPT_MS;
+    if (job->attempts == 0 && s->now >= job->queue_deadline_ms) {
+        up_waiting_unlink(u, job);
+        expire_job(u, job, GW_OUT_RATE_LIMITED);
+        return true;
+    }
+    if (s->now >= last_start) {
+        up_waiting_unlink(u, job);
+        expire_job(u, job, job->attempts == 0 ? GW_OUT_TIMEOUT : job->last_outcome);
+        return true;
+    }
+    wake_at(s, last_start);
+    if (job->attempts == 0)
+        wake_at(s, job->queue_deadline_ms);
+    return false;
+}
+
 /* Walks the waiting list in order: ends jobs whose time is up, skips jobs in
- * backoff, takes limiter slots for the others until the limiter says WAIT
- * (FIFO: later jobs do not overtake). Returns the monotonic time at which the
- * list next needs a look. */
+ * backoff, lets key jobs ride on calls in flight, takes limiter slots for
+ * the others until the limiter says WAIT (FIFO: later jobs do not
+ * overtake). Returns the monotonic time at which the list next needs a look. */
 static int64_t scan_waiting(gw_upstream *u, int64_t now)
 {
-    int64_t wake = now + UP_MAX_POLL_MS;
-    bool blocked = false;      /* no call may start now (concurrency, limiter) */
-    bool pace_blocked = false; /* no key lookup may start now (pacing) */
+    scan_state s = {.now = now, .wake = now + UP_MAX_POLL_MS};
     gw_job *next;
     for (gw_job *job = u->wait_head; job; job = next) {
         next = job->q_next;
-        int64_t last_start = job->deadline_ms - UP_MIN_ATTEMPT_MS;
-        if (job->attempts == 0 && now >= job->queue_deadline_ms) {
-            up_waiting_unlink(u, job);
-            expire_job(u, job, GW_OUT_RATE_LIMITED);
+        if (expire_if_due(u, job, &s))
             continue;
-        }
-        if (now >= last_start) {
-            up_waiting_unlink(u, job);
-            expire_job(u, job, job->attempts == 0 ? GW_OUT_TIMEOUT : job->last_outcome);
-            continue;
-        }
-        wake = min64(wake, last_start);
-        if (job->attempts == 0)
-            wake = min64(wake, job->queue_deadline_ms);
         if (job->not_before_ms > now) {
-            wake = min64(wake, job->not_before_ms);
+            wake_at(&s, job->not_before_ms);
             continue;
         }
         if (up_try_attach(u, job, now))
             continue; /* single flight: rides on a call in flight */
-        if (u->gather_ms > 0 && job->attempts == 0 && is_key_job(u, job) &&
+        bool key_job = is_key_job(u, job);
+        if (u->gather_ms > 0 && job->attempts == 0 && key_job &&
             now < job->enqueued_ms + u->gather_ms) {
             /* the gather window: wait a little for company */
-            wake = min64(wake, job->enqueued_ms + u->gather_ms);
+            wake_at(&s, job->enqueued_ms + u->gather_ms);
             continue;
         }
-        if (blocked)
+        if (s.blocked)
             continue;
         if (u->nactive >= u->max_calls) {
-            blocked = true;
+            s.blocked = true;
             continue;
         }
         /* Pacing holds back key lookups only: they are what merging helps.
          * Syncs and list pages cannot merge, so waiting would only slow
          * them; they go straight to the limiter, which keeps the window. */
-        bool paced_kind = is_key_job(u, job);
-        if (paced_kind && pace_blocked)
+        if (key_job && s.pace_blocked)
             continue;
-        int64_t pace_ms = paced_kind ? gw_pacer_wait_ms(&u->pacer, now) : 0;
+        int64_t pace_ms = key_job ? gw_pacer_wait_ms(&u->pacer, now) : 0;
         if (pace_ms > 0) {
-            /* pacing: no token yet; the job (and whoever merges with it)
-             * goes at the next one; later key jobs wait behind it */
-            pace_blocked = true;
+            /* no token yet: the job (and whoever merges with it) goes at
+             * the next one; later key jobs wait behind it */
+            s.pace_blocked = true;
             job->paced = true;
-            wake = min64(wake, now + pace_ms);
+            wake_at(&s, now + pace_ms);
             continue;
         }
         if (now < u->limiter_retry_at_ms) {
             /* the limiter said WAIT: asking again before its hint (a Redis
              * round trip per socket event) would not help */
-            blocked = true;
-            wake = min64(wake, u->limiter_retry_at_ms);
+            s.blocked = true;
+            wake_at(&s, u->limiter_retry_at_ms);
             continue;
         }
-        gw_slot slot = {0};
-        int64_t hint = 0;
-        gw_limit_result lr = u->lim->ops->try_acquire(u->lim, wall_ms(), &slot, &hint);
-        switch (lr) {
-        case GW_LIMIT_OK:
-            if (paced_kind)
-                gw_pacer_take(&u->pacer);
-            if (job->paced) {
-                job->paced = false;
-                metric_add(u->m_pacing_waits);
-            }
-            up_waiting_unlink(u, job);
-            if (up_start_call(u, job, &slot, now) > 0)
-                next = u->wait_head; /* jobs further on may have joined the call */
-            break;
-        case GW_LIMIT_QUOTA:
-            up_waiting_unlink(u, job);
-            job->retry_after_s = ceil_seconds(hint);
-            snprintf(job->detail, sizeof job->detail, "daily quota spent");
-            up_end_job(u, job, GW_OUT_QUOTA);
-            break;
-        case GW_LIMIT_WAIT:
-            blocked = true;
-            u->last_hint_ms = max64(1, hint);
-            u->limiter_retry_at_ms = now + u->last_hint_ms;
-            wake = min64(wake, u->limiter_retry_at_ms);
-            break;
-        case GW_LIMIT_ERROR:
-        default:
-            blocked = true;
-            u->limiter_retry_at_ms = now + UP_LIMIT_ERROR_WAIT_MS;
-            wake = min64(wake, u->limiter_retry_at_ms);
-            break;
-        }
+        if (take_slot(u, job, key_job, &s))
+            next = u->wait_head; /* jobs further on may have joined the call */
     }
-    return wake;
+    return s.wake;
 }
 
 /* Moves the inbox into the waiting list, numbering the jobs in the order
