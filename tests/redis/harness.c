@@ -2,14 +2,12 @@
 #include "tests/redis/harness.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,35 +68,21 @@ static bool ping(int port)
     return ok;
 }
 
-static int spawn(rh_server *s)
+/* Starts redis-server on s->port. Returns 0 once it answers PING (within
+ * 5 s), or -1 with nothing left running. */
+static int start_server(rh_server *s)
 {
+    static const spawn_opts quiet = {.out = SPAWN_NULL, .err = SPAWN_NULL};
     char port[16];
     snprintf(port, sizeof port, "%d", s->port);
-    pid_t pid = fork();
-    if (pid < 0)
+    const char *const argv[] = {s->bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", s->dir, NULL};
+    if (spawn_start(&s->proc, argv, &quiet) != 0)
         return -1;
-    if (pid == 0) {
-        int devnull = open("/dev/null", O_RDWR);
-        if (devnull >= 0) {
-            dup2(devnull, 0);
-            dup2(devnull, 1);
-            dup2(devnull, 2);
-        }
-        execl(s->bin, s->bin, "--port", port, "--bind", "127.0.0.1", "--save", "",
-              "--appendonly", "no", "--dir", s->dir, (char *)NULL);
-        _exit(127);
-    }
-    s->pid = pid;
-    for (int i = 0; i < 100; i++) {
-        if (ping(s->port))
-            return 0;
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-            s->pid = 0;
-            return -1;
-        }
-        rh_sleep_ms(50);
-    }
+    /* Something accepts on the port; PING says it is a Redis. */
+    if (spawn_wait_port(&s->proc, s->port, 5000) == 0 && ping(s->port))
+        return 0;
+    spawn_wait(&s->proc, 0);
     return -1;
 }
 
@@ -118,9 +102,8 @@ rh_server *rh_start(void)
     }
     for (int attempt = 0; attempt < 3; attempt++) {
         s->port = free_port();
-        if (s->port > 0 && spawn(s) == 0)
+        if (s->port > 0 && start_server(s) == 0)
             return s;
-        rh_kill(s);
     }
     rh_stop(s);
     return NULL;
@@ -128,19 +111,15 @@ rh_server *rh_start(void)
 
 void rh_kill(rh_server *s)
 {
-    if (s == NULL || s->pid <= 0)
-        return;
-    kill(s->pid, SIGCONT);
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, NULL, 0);
-    s->pid = 0;
+    if (s != NULL)
+        spawn_wait(&s->proc, 0);
 }
 
 int rh_restart(rh_server *s)
 {
     rh_kill(s);
     for (int i = 0; i < 20; i++) {
-        if (spawn(s) == 0)
+        if (start_server(s) == 0)
             return 0;
         rh_sleep_ms(100);
     }
@@ -149,32 +128,21 @@ int rh_restart(rh_server *s)
 
 void rh_pause(rh_server *s)
 {
-    if (s && s->pid > 0)
-        kill(s->pid, SIGSTOP);
+    if (s && s->proc.pid > 0)
+        kill(s->proc.pid, SIGSTOP);
 }
 
 void rh_resume(rh_server *s)
 {
-    if (s && s->pid > 0)
-        kill(s->pid, SIGCONT);
+    if (s && s->proc.pid > 0)
+        kill(s->proc.pid, SIGCONT);
 }
 
 void rh_stop(rh_server *s)
 {
     if (s == NULL)
         return;
-    if (s->pid > 0) {
-        kill(s->pid, SIGCONT);
-        kill(s->pid, SIGTERM);
-        for (int i = 0; i < 50; i++) {
-            if (waitpid(s->pid, NULL, WNOHANG) == s->pid) {
-                s->pid = 0;
-                break;
-            }
-            rh_sleep_ms(20);
-        }
-        rh_kill(s);
-    }
+    spawn_stop(&s->proc, 1000);
     /* The server writes nothing there (no RDB, no AOF); remove what may be. */
     char path[512];
     snprintf(path, sizeof path, "%s/dump.rdb", s->dir);

@@ -10,13 +10,14 @@
 #include <sys/types.h>
 
 #include "gateway/store/redis.h"
+#include "tests/common/spawn.h"
 
 /* A running (or killed) redis-server. */
 typedef struct rh_server {
     char bin[1024];      /* redis-server path (REDIS_SERVER) */
     char dir[256];       /* temp dir, its working directory */
     int port;            /* TCP port on 127.0.0.1 */
-    pid_t pid;           /* process id; 0 when not running */
+    spawn_proc proc;     /* the process; proc.pid 0 when not running */
 } rh_server;
 
 /* Starts a server. Returns NULL when REDIS_SERVER is not set or the server

@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "gateway/log.h"
 #include "gateway/metrics.h"
@@ -26,7 +24,7 @@ static rh_server *srv;
 static int setup(void **state)
 {
     (void)state;
-    if (srv == NULL || srv->pid <= 0)
+    if (srv == NULL || srv->proc.pid <= 0)
         return 0;
     rh_command_int(srv, "FLUSHALL");
     return 0;
@@ -246,6 +244,18 @@ static void test_stale_write_race_two_instances(void **state)
     b->ops->destroy(b);
 }
 
+/* The child of test_stale_write_race_two_processes: another process's sync
+ * invalidates the key. Exits 0 when the invalidation went through. */
+static int invalidate_in_child(void *arg)
+{
+    (void)arg;
+    gw_redis *r = rh_client(srv, "t6:", 300);
+    gw_cache *b = r ? gw_cache_redis_new(r, 60, 30) : NULL;
+    gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "proc@x.com"};
+    int rc = b ? b->ops->invalidate(b, &k, 1, NULL, 0) : -1;
+    return rc == 0 ? 0 : 1;
+}
+
 /* The same across two processes: the sync happens in a child process. */
 static void test_stale_write_race_two_processes(void **state)
 {
@@ -258,18 +268,9 @@ static void test_stale_write_race_two_processes(void **state)
     assert_int_equal(a->ops->get_many(a, MKTO_KEY_EMAIL, "", v, 1, &out, &e), 0);
     assert_null(out);
 
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        gw_redis *r = rh_client(srv, "t6:", 300);
-        gw_cache *b = r ? gw_cache_redis_new(r, 60, 30) : NULL;
-        gw_cache_key k = {.type = MKTO_KEY_EMAIL, .value = "proc@x.com"};
-        int rc = b ? b->ops->invalidate(b, &k, 1, NULL, 0) : -1;
-        _exit(rc == 0 ? 0 : 1);
-    }
-    int st = 0;
-    assert_int_equal(waitpid(pid, &st, 0), pid);
-    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    spawn_proc child;
+    assert_int_equal(spawn_fork(&child, invalidate_in_child, NULL), 0);
+    assert_int_equal(spawn_wait(&child, 10000), 0);  /* exited by itself, status 0 */
 
     gw_cache_put p = {.value = "proc@x.com", .json = "[\"old\"]", .ids = NULL, .nids = 0};
     assert_int_equal(a->ops->put_many(a, MKTO_KEY_EMAIL, "", &p, 1, e), 1);

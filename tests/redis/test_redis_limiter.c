@@ -24,7 +24,7 @@ static rh_server *srv;
 static int setup(void **state)
 {
     (void)state;
-    if (srv != NULL && srv->pid > 0)
+    if (srv != NULL && srv->proc.pid > 0)
         rh_command_int(srv, "FLUSHALL");
     return 0;
 }

@@ -1,25 +1,22 @@
 /* tests/sim/harness.c - see harness.h. */
 #include "harness.h"
 
-#include <errno.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <curl/curl.h>
 
 int simh_start(simh *s, const char *const *extra)
 {
+    static const char prefix[] = "marketo-sim listening on 127.0.0.1:";
+    static const spawn_opts piped = {.out = SPAWN_PIPE};
     const char *bin = getenv("SIM_BIN");
     const char *argv[64];
-    int n = 0, pipefd[2];
+    char line[256];
+    int n = 0;
     memset(s, 0, sizeof(*s));
-    s->pid = -1;
-    if (bin == NULL || pipe(pipefd) != 0)
+    if (bin == NULL)
         return -1;
     argv[n++] = bin;
     argv[n++] = "--listen";
@@ -31,33 +28,10 @@ int simh_start(simh *s, const char *const *extra)
     for (int i = 0; extra != NULL && extra[i] != NULL && n < 62; i++)
         argv[n++] = extra[i];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
+    if (spawn_start(&s->proc, argv, &piped) != 0)
         return -1;
-    if (pid == 0) {
-        dup2(pipefd[1], 1);
-        close(pipefd[0]);
-        close(pipefd[1]);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    close(pipefd[1]);
-    s->pid = pid;
-    char line[256];
-    size_t got = 0;
-    struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
-    while (got < sizeof(line) - 1 && (got == 0 || line[got - 1] != '\n')) {
-        if (poll(&pfd, 1, 10000) <= 0)
-            break;
-        ssize_t k = read(pipefd[0], line + got, sizeof(line) - 1 - got);
-        if (k <= 0)
-            break;
-        got += (size_t)k;
-    }
-    close(pipefd[0]);
-    line[got] = '\0';
-    const char *prefix = "marketo-sim listening on 127.0.0.1:";
-    if (strncmp(line, prefix, strlen(prefix)) != 0) {
+    if (spawn_read_line(&s->proc, line, sizeof(line), 10000) < 0 ||
+        strncmp(line, prefix, strlen(prefix)) != 0) {
         simh_stop(s);
         return -1;
     }
@@ -69,22 +43,7 @@ int simh_start(simh *s, const char *const *extra)
 
 int simh_stop(simh *s)
 {
-    int st = 0;
-    if (s->pid <= 0)
-        return -1;
-    kill(s->pid, SIGTERM);
-    for (int i = 0; i < 200; i++) {  /* up to 10 s */
-        pid_t w = waitpid(s->pid, &st, WNOHANG);
-        if (w == s->pid) {
-            s->pid = -1;
-            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-        }
-        usleep(50000);
-    }
-    kill(s->pid, SIGKILL);
-    waitpid(s->pid, &st, 0);
-    s->pid = -1;
-    return -1;
+    return spawn_stop(&s->proc, 10000);
 }
 
 /* curl write callback into a simh_resp. */

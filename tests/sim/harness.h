@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "soap/soap.h"
+#include "tests/common/spawn.h"
 
 /* Credentials every test sim is started with. */
 #define SIMH_USER "simtest_user_1"
@@ -18,7 +19,7 @@
 
 /* One running sim. */
 typedef struct simh {
-    pid_t pid;          /* child process */
+    spawn_proc proc;    /* child process */
     int port;           /* port it bound */
     char soap_url[96];  /* http://127.0.0.1:PORT/soap/mktows/2_3 */
     char base[64];      /* http://127.0.0.1:PORT */
@@ -34,9 +35,11 @@ typedef struct simh_resp {
 } simh_resp;
 
 /* Starts a sim with the standard flags plus extra (NULL-terminated, may be
- * NULL). Returns 0 or -1 (SIM_BIN unset, no port line within 10 s). */
+ * NULL). Returns 0 or -1 (SIM_BIN unset, no port line within 10 s; nothing
+ * is left running). */
 int simh_start(simh *s, const char *const *extra);
-/* SIGTERM, then waits: returns the exit status (0 expected) or -1. */
+/* SIGTERM, then waits up to 10 s (SIGKILL after): returns the exit status
+ * (0 expected) or -1 (killed, or not running). */
 int simh_stop(simh *s);
 
 /* POST/GET to base + path. Return 0 when an HTTP answer came back. */

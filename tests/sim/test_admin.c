@@ -2,7 +2,6 @@
  * /_sim/faults (fault codes, 503 pages, drops, truncation, skip/count,
  * seeded reproducibility, latency, holds, drops after the operation, latency
  * after the operation) and the command line. */
-#include <fcntl.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -440,26 +438,20 @@ static void test_admin_errors(void **state)
     simh_resp_free(&r);
 }
 
-/* Runs the sim binary with args, stdout/stderr to /dev/null; exit status. */
+/* Runs the sim binary with args, stdout/stderr to /dev/null; its exit
+ * status, or -1 (did not start, killed, still running after 30 s). */
 static int run_sim(const char *const *args)
 {
-    const char *bin = getenv("SIM_BIN");
-    const char *argv[16] = {bin};
+    static const spawn_opts quiet = {.out = SPAWN_NULL, .err = SPAWN_NULL};
+    const char *argv[16] = {getenv("SIM_BIN")};
     int n = 1;
     for (; args[n - 1] != NULL && n < 15; n++)
         argv[n] = args[n - 1];
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int st = 0;
-    waitpid(pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    spawn_proc p;
+    if (spawn_start(&p, argv, &quiet) != 0)
+        return -1;
+    return spawn_wait(&p, 30000);
 }
 
 static void test_command_line(void **state)

@@ -1,4 +1,4 @@
-/* tests/config/test_metrics.c - gateway/metrics.c: registry, math, Prometheus text. */
+/* tests/gateway/test_metrics.c - gateway/metrics.c: registry, math, Prometheus text. */
 #include <math.h>
 #include <pthread.h>
 #include <regex.h>

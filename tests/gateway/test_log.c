@@ -1,4 +1,4 @@
-/* tests/config/test_log.c - gateway/log.c: JSON lines, level filtering, redaction;
+/* tests/gateway/test_log.c - gateway/log.c: JSON lines, level filtering, redaction;
  * gateway/log_batch.c: batched lines whole and in order per thread, a stderr
  * that does not drain never blocks a logging thread. */
 #include <ctype.h>
