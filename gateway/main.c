@@ -37,7 +37,7 @@
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
 #include "gateway/http/metrics_http.h"
-#include "gateway/store/redis.h"
+#include "gateway/store/backends.h"
 #include "gateway/http/server.h"
 #include "soap/soap.h"
 

@@ -1,8 +1,10 @@
 /* sim/soapsrv.c - one SOAP call from body to answer (see soapsrv.h).
  *
  * Order of checks, each answering with the first fault it finds:
- *   1. body too large, not well-formed XML, DOCTYPE, no Envelope/Body or no
- *      element in Body: 20012 (counted under "unknown");
+ *   1. body too large, not well-formed XML, DOCTYPE, nesting deeper than
+ *      SOAP_XML_MAX_DEPTH (soap_xml_read: the gateway's own guarded parse),
+ *      no Envelope/Body or no element in Body: 20012 (counted under
+ *      "unknown");
  *   2. AuthenticationHeader missing or incomplete, wrong mktowsUserId or
  *      signature: 20014; requestTimestamp unparsable or more than 15 minutes
  *      off the sim's clock: 20016;
@@ -24,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libxml/parser.h>
 #include <openssl/crypto.h>
 
 #include "sim/faults.h"
@@ -33,6 +34,7 @@
 #include "sim/stats.h"
 #include "sim/util.h"
 #include "soap/soap.h"
+#include "soap/xmlsafe.h"
 
 /* The endpoint's settings, set once by sim_soap_init(). */
 static sim_soap_cfg g_cfg;
@@ -61,8 +63,6 @@ static bool is_elem(xmlNodePtr node, const char *ns, const char *local)
 static int envelope_parts(xmlDocPtr doc, xmlNodePtr *auth, xmlNodePtr *params)
 {
     *auth = *params = NULL;
-    if (doc->intSubset != NULL || doc->extSubset != NULL)
-        return 20012;  /* no DOCTYPE, hence no entities */
     xmlNodePtr env = xmlDocGetRootElement(doc);
     if (!is_elem(env, SOAP_ENV_NS, "Envelope"))
         return 20012;
@@ -171,9 +171,10 @@ void sim_soap_handle(const char *body, size_t len, bool too_large, int64_t arriv
     if (too_large || body == NULL || len == 0 || len > SIM_MAX_BODY) {
         fault = 20012;
     } else {
-        doc = xmlReadMemory(body, (int)len, "request.xml", NULL,
-                            XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING);
-        fault = doc == NULL ? 20012 : envelope_parts(doc, &auth, &params);
+        /* the gateway's own guarded parse: no DOCTYPE, hence no entities */
+        fault = soap_xml_read(body, len, SIM_MAX_BODY, &doc, NULL) != SOAP_OK
+                    ? 20012
+                    : envelope_parts(doc, &auth, &params);
         if (fault == 0)
             op = params_op(params);
     }

@@ -1,12 +1,9 @@
 /* soap/parse.c - response and fault parsers.
  *
- * The body comes from the network, so it is treated as hostile: it is size
- * capped before libxml2 sees it, parsed without network access, entity
- * substitution or DTD loading, and the parse is stopped at the first
- * DOCTYPE (no DTD, hence no entity can be declared and any reference is a
- * well-formedness error) or at the first element nested deeper than
- * MAX_DEPTH. The tree is then walked once by namespace URI and local name,
- * copying each value exactly once.
+ * The body comes from the network, so it is treated as hostile: it becomes a
+ * tree only through soap_xml_read (xmlsafe.c: size cap, no DOCTYPE, no
+ * entities, no network, depth 64). The tree is then walked once by namespace
+ * URI and local name, copying each value exactly once.
  */
 #include "soap/soap.h"
 
@@ -15,20 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libxml/parser.h>
-#include <libxml/SAX2.h>
 #include <libxml/tree.h>
 
 #include "soap/soap_internal.h"
-
-/* Deepest element nesting accepted (Envelope is level 1). */
-#define MAX_DEPTH 64
-
-/* Parser options: no network, no entity substitution, no DTD loading, no
- * attribute defaults from a DTD, no size override; CDATA becomes text. */
-#define PARSE_OPTIONS \
-    (XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING | XML_PARSE_NOCDATA | \
-     XML_PARSE_COMPACT)
+#include "soap/xmlsafe.h"
 
 /* Which success element a parser expects. */
 typedef enum op {
@@ -45,100 +32,6 @@ static const char *const success_names[] = {
     "successSyncLead",
     "successSyncMultipleLeads",
 };
-
-/* ---- parsing ------------------------------------------------------------ */
-
-/* SAX hook for <!DOCTYPE ...>: stops the parse before any declaration of the
- * internal subset is read. */
-static void stop_on_doctype(void *ctx, const xmlChar *name, const xmlChar *ext_id,
-                            const xmlChar *sys_id)
-{
-    (void)name;
-    (void)ext_id;
-    (void)sys_id;
-    xmlParserCtxtPtr ctxt = ctx;
-    ctxt->wellFormed = 0; /* xmlStopParser alone would keep the partial tree */
-    xmlStopParser(ctxt);
-}
-
-/* SAX hook around the default element start: stops the parse when the new
- * element would be nested deeper than MAX_DEPTH. */
-static void start_element_limited(void *ctx, const xmlChar *localname, const xmlChar *prefix,
-                                  const xmlChar *uri, int nb_namespaces,
-                                  const xmlChar **namespaces, int nb_attributes,
-                                  int nb_defaulted, const xmlChar **attributes)
-{
-    xmlParserCtxtPtr ctxt = ctx;
-    if (ctxt->nameNr >= MAX_DEPTH) {
-        ctxt->wellFormed = 0;
-        xmlStopParser(ctxt);
-        return;
-    }
-    xmlSAX2StartElementNs(ctx, localname, prefix, uri, nb_namespaces, namespaces, nb_attributes,
-                          nb_defaulted, attributes);
-}
-
-/* Structured error sink for the parse: libxml2 must not print. */
-static void quiet_errors(void *ctx, xmlErrorPtr e)
-{
-    (void)ctx;
-    (void)e;
-}
-
-/* Parses body into a tree, refusing oversize input, DOCTYPEs, entities and
- * deep nesting. Returns the document or NULL with err filled. */
-static int parse_doc(const char *body, size_t len, size_t max_len, xmlDocPtr *docp,
-                     soap_err *err)
-{
-    *docp = NULL;
-    if (max_len == 0)
-        max_len = SOAP_DEFAULT_MAX_RESPONSE;
-    if (len > max_len || len > INT_MAX) {
-        soap_set_err(err, SOAP_ERR_TOO_LARGE, "response body of %zu bytes exceeds %zu", len,
-                     max_len);
-        return SOAP_ERR_TOO_LARGE;
-    }
-    if (body == NULL || len == 0) {
-        soap_set_err(err, SOAP_ERR_PARSE, "empty response body");
-        return SOAP_ERR_PARSE;
-    }
-
-    xmlParserCtxtPtr ctxt = xmlNewParserCtxt();
-    if (ctxt == NULL) {
-        soap_set_err(err, SOAP_ERR_OOM, "out of memory creating the XML parser");
-        return SOAP_ERR_OOM;
-    }
-    ctxt->sax->internalSubset = stop_on_doctype;
-    ctxt->sax->externalSubset = NULL;
-    ctxt->sax->startElementNs = start_element_limited;
-    ctxt->sax->serror = quiet_errors;
-    ctxt->sax->error = NULL;
-    ctxt->sax->warning = NULL;
-    ctxt->sax->fatalError = NULL;
-
-    int rc = SOAP_OK;
-    xmlDocPtr doc = xmlCtxtReadMemory(ctxt, body, (int)len, NULL, NULL, PARSE_OPTIONS);
-    if (doc == NULL || !ctxt->wellFormed || ctxt->errNo == XML_ERR_USER_STOP) {
-        bool oom = ctxt->errNo == XML_ERR_NO_MEMORY;
-        rc = oom ? SOAP_ERR_OOM : SOAP_ERR_PARSE;
-        soap_set_err(err, rc,
-                     oom ? "out of memory parsing the response"
-                         : "response is not well-formed XML, or has a DOCTYPE or deep nesting");
-        goto out;
-    }
-    if (doc->intSubset != NULL || doc->extSubset != NULL) {
-        rc = SOAP_ERR_PARSE;
-        soap_set_err(err, rc, "response has a DOCTYPE");
-        goto out;
-    }
-    *docp = doc;
-    doc = NULL;
-out:
-    if (doc != NULL)
-        xmlFreeDoc(doc);
-    xmlFreeParserCtxt(ctxt);
-    return rc;
-}
 
 /* ---- tree helpers ------------------------------------------------------- */
 
@@ -377,8 +270,7 @@ static int open_response(const char *body, size_t len, size_t max_len, op which,
 {
     xmlNode *top = NULL;
     *resultp = NULL;
-    soap_quiet_thread();
-    int rc = parse_doc(body, len, max_len, docp, err);
+    int rc = soap_xml_read(body, len, max_len, docp, err);
     if (rc != SOAP_OK)
         return rc;
     if ((rc = body_child(*docp, &top, err)) != SOAP_OK)

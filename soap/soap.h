@@ -53,7 +53,8 @@ typedef struct soap_err {
 /* Call once per process before threads start (initialises libxml2). It also
  * installs, process-wide, an external entity loader that refuses every URL
  * and silences libxml2's error printing: afterwards libxml2 cannot read
- * files by name (xmlReadFile fails; read into memory and use xmlReadMemory). */
+ * files by name (xmlReadFile fails; read into memory and use xmlReadMemory).
+ * Both live in soap/xmlsafe.c, beside the parse entry they guard. */
 void soap_init(void);
 /* Call once at exit (frees libxml2's globals; keeps leak checkers quiet). */
 void soap_cleanup(void);

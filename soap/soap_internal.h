@@ -11,9 +11,4 @@
 void soap_set_err(soap_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* Silences libxml2's error output for the calling thread (handlers are
- * thread-local in libxml2; soap_init() also sets the default for threads
- * started after it). */
-void soap_quiet_thread(void);
-
 #endif /* SOAP_SOAP_INTERNAL_H */

@@ -13,8 +13,8 @@
  * On top of it: the Redis cache (gw_cache_ops, redis_cache.c), the Redis
  * limiter (gw_limiter_ops, redis_limiter.c), and the fallback limiter that
  * uses the Redis one while Redis answers and this replica's share of what
- * the budget has left while it does not. gw_backends_create() picks and
- * builds them from the settings; main.c calls it once at start.
+ * the budget has left while it does not. None of them builds another:
+ * gw_backends_create() (backends.h) picks and builds them from the settings.
  *
  * Metrics: redis_up (gauge 1/0), redis_errors_total (I/O and protocol
  * errors), cache_redis_errors_total (cache calls that failed: the caller
@@ -126,20 +126,5 @@ gw_limiter *gw_limiter_fallback_new(gw_limiter *shared, double share);
 /* Whether the last acquire of a fallback limiter was answered by its local
  * share (false for other limiters). For tests and logs. */
 bool gw_limiter_fallback_active(gw_limiter *l);
-
-/* The budget in the settings, as limiter params. */
-gw_limit_params gw_limit_params_from_config(const gw_config *cfg);
-
-/* How long a Redis lease lives: one SOAP call's deadline plus a margin. */
-int64_t gw_redis_lease_ms(const gw_config *cfg);
-
-/* Builds the cache and the limiter from the settings. redis_url empty: the
- * in-process cache and limiter. Otherwise the Redis cache and the fallback
- * limiter (Redis, then rl_fallback_share of what the budget has left). Redis
- * need not be up at start: both backends reconnect by themselves. Returns 0,
- * or -1 with a message in err (no secret in it) and nothing allocated.
- * Destroy with (*cache)->ops->destroy and (*limiter)->ops->destroy. */
-int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limiter,
-                       char *err, size_t errlen);
 
 #endif /* GW_REDIS_H */

@@ -33,42 +33,11 @@
 #include "gateway/upstream/internal.h"
 #include "gateway/upstream/protocols.h"
 
-static const char *const outcome_names[NOUTCOMES] = {
-    "ok", "fault", "rate_limited", "quota", "timeout", "unreachable", "bad_response", "shutdown",
-};
-
-
-const char *gw_outcome_name(gw_outcome o)
-{
-    if ((int)o < 0 || (int)o >= NOUTCOMES)
-        return "unknown";
-    return outcome_names[o];
-}
-
-int64_t gw_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ms rounded up to whole seconds, at least 1. */
 static int64_t ceil_seconds(int64_t ms)
 {
     int64_t s = (ms + 999) / 1000;
     return s < 1 ? 1 : s;
-}
-
-void gw_job_clear_results(gw_job *job)
-{
-    if (!job)
-        return;
-    mkto_leads_clear(&job->leads);
-    mkto_sync_result_clear(&job->sync);
-    mkto_fault_clear(&job->fault);
-    memset(&job->leads, 0, sizeof job->leads);
-    memset(&job->sync, 0, sizeof job->sync);
-    memset(&job->fault, 0, sizeof job->fault);
 }
 
 /* ---- metrics ------------------------------------------------------------ */
@@ -80,7 +49,7 @@ static void metrics_register(gw_upstream *u)
     for (int k = 0; k < NKINDS; k++) {
         for (int o = 0; o < NOUTCOMES; o++) {
             snprintf(labels, sizeof labels, "operation=\"%s\",outcome=\"%s\"", op_name(u, k),
-                     outcome_names[o]);
+                     gw_outcome_name((gw_outcome)o));
             /* a call ends ok, fault, timeout, unreachable or bad_response */
             if (o != GW_OUT_RATE_LIMITED && o != GW_OUT_QUOTA && o != GW_OUT_SHUTDOWN)
                 u->m_calls[k][o] = gw_metrics_counter(
@@ -110,81 +79,6 @@ static void metrics_register(gw_upstream *u)
         "Calls that waited for a pacing token before they started", NULL);
     /* jobs waiting and calls in flight are exported by ops.c from
      * gw_upstream_queued() / gw_upstream_in_flight() */
-}
-
-/* ---- job lists ---------------------------------------------------------- */
-
-/* Appends job to a list given by its head and tail. */
-static void list_append(gw_job **head, gw_job **tail, gw_job *job)
-{
-    job->q_next = NULL;
-    job->q_prev = *tail;
-    if (*tail)
-        (*tail)->q_next = job;
-    else
-        *head = job;
-    *tail = job;
-}
-
-/* Removes a job from the waiting list (engine thread). */
-void up_waiting_unlink(gw_upstream *u, gw_job *job)
-{
-    if (job->q_prev)
-        job->q_prev->q_next = job->q_next;
-    else
-        u->wait_head = job->q_next;
-    if (job->q_next)
-        job->q_next->q_prev = job->q_prev;
-    else
-        u->wait_tail = job->q_prev;
-    job->q_next = job->q_prev = NULL;
-    atomic_fetch_sub(&u->queued, 1);
-}
-
-/* Puts a job back into the waiting list for a retry, in submit order so that
- * it keeps its place ahead of later jobs (engine thread). */
-void up_waiting_reinsert(gw_upstream *u, gw_job *job)
-{
-    gw_job *at = u->wait_head;
-    while (at && at->enqueued_ms <= job->enqueued_ms)
-        at = at->q_next;
-    if (!at) {
-        list_append(&u->wait_head, &u->wait_tail, job);
-    } else {
-        job->q_next = at;
-        job->q_prev = at->q_prev;
-        if (at->q_prev)
-            at->q_prev->q_next = job;
-        else
-            u->wait_head = job;
-        at->q_prev = job;
-    }
-    atomic_fetch_add(&u->queued, 1);
-}
-
-/* Ends a job: sets its outcome and runs its callback. The job is not in any
- * list and no engine lock is held; the job must not be touched afterwards. */
-void up_end_job(gw_upstream *u, gw_job *job, gw_outcome outcome)
-{
-    job->outcome = outcome;
-    metric_add(u->m_jobs[kind_index(job)][outcome]);
-    /* back-pressure outcomes are expected under load: info, not warn */
-    bool pressure = outcome == GW_OUT_RATE_LIMITED || outcome == GW_OUT_QUOTA ||
-                    outcome == GW_OUT_SHUTDOWN;
-    if (outcome != GW_OUT_OK)
-        GW_LOG(pressure ? GW_LOG_INFO : GW_LOG_WARN,
-               json_pack("{s:s, s:s, s:i, s:s}", "operation", op_name(u, kind_index(job)),
-                         "outcome", gw_outcome_name(outcome), "attempts", job->attempts,
-                         "detail", job->detail),
-               "upstream job failed");
-    job->done(job, job->done_arg);
-}
-
-/* Ends a job that never made it onto the engine (SHUTDOWN), on the caller's thread. */
-static void end_job_unqueued(gw_upstream *u, gw_job *job)
-{
-    snprintf(job->detail, sizeof job->detail, "engine stopped");
-    up_end_job(u, job, GW_OUT_SHUTDOWN);
 }
 
 /* ---- construction --------------------------------------------------------- */
@@ -268,10 +162,10 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     pthread_mutex_lock(&u->mu);
     if (u->exited) {
         pthread_mutex_unlock(&u->mu);
-        end_job_unqueued(u, job);
+        up_end_job_unqueued(u, job);
         return;
     }
-    list_append(&u->inbox_head, &u->inbox_tail, job);
+    up_list_append(&u->inbox_head, &u->inbox_tail, job);
     atomic_fetch_add(&u->queued, 1);
     pthread_mutex_unlock(&u->mu);
     curl_multi_wakeup(u->multi);
@@ -445,7 +339,7 @@ static void take_inbox(gw_upstream *u, bool *stopping, int64_t *drain)
     while (head) {
         gw_job *n = head->q_next;
         head->taken_seq = ++u->take_seq;
-        list_append(&u->wait_head, &u->wait_tail, head);
+        up_list_append(&u->wait_head, &u->wait_tail, head);
         head = n;
     }
 }
@@ -459,7 +353,7 @@ static void abort_everything(gw_upstream *u)
     while (u->wait_head) {
         gw_job *job = u->wait_head;
         up_waiting_unlink(u, job);
-        end_job_unqueued(u, job);
+        up_end_job_unqueued(u, job);
     }
 }
 
@@ -562,7 +456,7 @@ void gw_upstream_shutdown(gw_upstream *u, int64_t drain_deadline_ms)
                 gw_job *n = head->q_next;
                 head->q_next = head->q_prev = NULL;
                 atomic_fetch_sub(&u->queued, 1);
-                end_job_unqueued(u, head);
+                up_end_job_unqueued(u, head);
                 head = n;
             }
         }

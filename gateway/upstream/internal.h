@@ -1,6 +1,8 @@
 /* gateway/upstream/internal.h - what the engine's two halves share:
- * engine.c (the queue, the thread, submit and shutdown) and call.c (one
- * call's life: built, on the wire, answered, handed to its members).
+ * engine.c (the queue, the thread, submit and shutdown), call.c (one
+ * call's life: built, on the wire, answered, handed to its members) and
+ * jobs.c (the waiting list, ending a job). engine.c calls call.c and
+ * jobs.c, call.c calls jobs.c, jobs.c calls neither.
  *
  * Private to gateway/upstream/: nothing outside includes it. Everything here
  * runs on the engine thread unless a comment says otherwise.
@@ -158,8 +160,10 @@ static inline void observe(gw_histogram *h, double v)
         gw_histogram_observe(h, v);
 }
 
-/* ---- engine.c ------------------------------------------------------------- */
+/* ---- jobs.c --------------------------------------------------------------- */
 
+/* Appends job to a list given by its head and tail. */
+void up_list_append(gw_job **head, gw_job **tail, gw_job *job);
 /* Removes a job from the waiting list. */
 void up_waiting_unlink(gw_upstream *u, gw_job *job);
 /* Puts a job back into the waiting list in submit order (retries, unmerged
@@ -168,6 +172,9 @@ void up_waiting_reinsert(gw_upstream *u, gw_job *job);
 /* Ends a job: sets its outcome and runs its callback. The job is in no list
  * and no engine lock is held; the job must not be touched afterwards. */
 void up_end_job(gw_upstream *u, gw_job *job, gw_outcome outcome);
+/* Ends a job that never made it onto the engine (SHUTDOWN), on the caller's
+ * thread. */
+void up_end_job_unqueued(gw_upstream *u, gw_job *job);
 
 /* ---- call.c --------------------------------------------------------------- */
 

@@ -508,48 +508,6 @@ static void test_await_invalidations(void **state)
     assert_int_equal(atomic_load(&s1.calls) + atomic_load(&s2.calls) + atomic_load(&s3.calls), 3);
 }
 
-static void test_factory(void **state)
-{
-    (void)state;
-    gw_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.timeout_ms = 1000;
-    cfg.cache_ttl_seconds = 300;
-    cfg.cache_negative_ttl_seconds = 30;
-    cfg.cache_max_entries = 1000;
-    cfg.rl_calls_per_window = 100;
-    cfg.rl_window_seconds = 20;
-    cfg.rl_max_concurrent = 10;
-    cfg.rl_daily_quota = 10000;
-    cfg.rl_fallback_share = 0.5;
-    cfg.redis_connect_timeout_ms = 500;
-    cfg.redis_command_timeout_ms = 500;
-    cfg.redis_key_prefix = (char *)"f:";
-    char err[256];
-    gw_cache *c = NULL;
-    gw_limiter *l = NULL;
-
-    cfg.redis_url = (char *)"";
-    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), 0);
-    assert_string_equal(c->ops->name, "local");
-    assert_string_equal(l->ops->name, "local");
-    c->ops->destroy(c);
-    l->ops->destroy(l);
-
-    cfg.redis_url = (char *)"redis://127.0.0.1:1/0";
-    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), 0);
-    assert_string_equal(c->ops->name, "redis");
-    assert_string_equal(l->ops->name, "redis");
-    c->ops->destroy(c);
-    l->ops->destroy(l);
-
-    cfg.redis_url = (char *)"redis://:hunter2@h:99999/0";
-    assert_int_equal(gw_backends_create(&cfg, &c, &l, err, sizeof err), -1);
-    assert_null(c);
-    assert_null(l);
-    assert_null(strstr(err, "hunter2"));
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -566,7 +524,6 @@ int main(void)
         cmocka_unit_test_setup(test_invalidation_replayed_after_outage, setup),
         cmocka_unit_test_setup(test_await_invalidations, setup),
         cmocka_unit_test_setup(test_down_fails_fast_and_reconnects, setup),
-        cmocka_unit_test(test_factory),
     };
     int rc = cmocka_run_group_tests_name("redis_cache", tests, NULL, NULL);
     rh_stop(srv);

@@ -540,24 +540,6 @@ static void test_url_parsing(void **state)
     assert_int_equal(gw_redis_parse_url(NULL, NULL, &a), -1);
 }
 
-static void test_params_from_config(void **state)
-{
-    (void)state;
-    gw_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.rl_calls_per_window = 100;
-    cfg.rl_window_seconds = 20;
-    cfg.rl_max_concurrent = 10;
-    cfg.rl_daily_quota = 10000;
-    cfg.timeout_ms = 1500;
-    gw_limit_params p = gw_limit_params_from_config(&cfg);
-    assert_int_equal(p.calls_per_window, 100);
-    assert_int_equal(p.window_ms, 20000);
-    assert_int_equal(p.max_concurrent, 10);
-    assert_int_equal(p.daily_quota, 10000);
-    assert_int_equal(gw_redis_lease_ms(&cfg), 3500);
-}
-
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -565,7 +547,6 @@ int main(void)
     srv = rh_start();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_url_parsing),
-        cmocka_unit_test(test_params_from_config),
         cmocka_unit_test_setup(test_window_exact_across_replicas, setup),
         cmocka_unit_test_setup(test_concurrency_across_replicas, setup),
         cmocka_unit_test_setup(test_dead_holder_lease_expires, setup),
