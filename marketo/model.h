@@ -73,7 +73,7 @@ typedef struct mkto_query {
 /* A fault Marketo answered with (SOAP: a SOAP Fault with serviceException). */
 typedef struct mkto_fault {
     int code;           /* serviceException/code, else the leading number of faultstring, else 0 */
-    bool retryable;     /* 20016, 20023, 20024, 20011, 10001 */
+    bool retryable;     /* mkto_code_retryable(code) (marketo/codes.h) */
     char *faultcode;    /* "SOAP-ENV:Client", or NULL */
     char *faultstring;  /* "20014 - Authentication failed", or NULL */
     char *message;      /* serviceException/message, or NULL */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "marketo/codes.h"
 #include "soap/soap.h"
 
 /* ---- reading ----------------------------------------------------------------- */
@@ -259,31 +260,20 @@ int xout_finish(xout *x, char **body, size_t *len)
     return rc;
 }
 
-/* Marketo's fault codes and messages (error-codes.md). */
-static const struct {
-    int code;         /* fault code */
-    const char *msg;  /* its message */
-} fault_msgs[] = {
-    {10001, "Internal Error"}, {20011, "Internal Error"}, {20012, "Request Not Understood"},
-    {20013, "Access Denied"}, {20014, "Authentication failed"},
-    {20015, "Request Limit Exceeded"}, {20016, "Request Expired"},
-    {20017, "Invalid Request"}, {20019, "Unsupported Operation"},
-    {20022, "Time range specified in query filter exceeded limit"},
-    {20023, "Rate Limit Exceeded"}, {20024, "Concurrency Limit Exceeded"},
-    {20101, "Lead Key Required"}, {20102, "Lead Key Bad"}, {20103, "Lead Not Found"},
-    {20104, "Lead Detail Required"}, {20105, "Lead Attribute Bad"},
-    {20106, "Lead Sync Failed"}, {20107, "Activity Key Bad"},
-    {20108, "Lead Owner Not Found"}, {20109, "Parameter Required"},
-    {20110, "Bad Parameter"}, {20111, "List Not Found"}, {20113, "Campaign Not Found"},
-    {20114, "Bad Parameter"}, {20122, "Bad Stream Position"}, {20123, "Stream at End"},
-};
+/* The row of a SOAP fault code in marketo/codes.h, or NULL (unknown, or a
+ * REST code). */
+static const mkto_code_info *soap_code(int code)
+{
+    const mkto_code_info *c = mkto_code_find(code);
+    return c != NULL && (c->apis & MKTO_API_SOAP) ? c : NULL;
+}
 
+/* Marketo's documented message; "Internal Error" for a code that is not a
+ * SOAP fault. */
 const char *sim_fault_message(int code)
 {
-    for (size_t i = 0; i < sizeof(fault_msgs) / sizeof(fault_msgs[0]); i++)
-        if (fault_msgs[i].code == code)
-            return fault_msgs[i].msg;
-    return "Internal Error";
+    const mkto_code_info *c = soap_code(code);
+    return c != NULL ? c->message : "Internal Error";
 }
 
 int sim_fault_body(int code, char **body, size_t *len)
@@ -297,8 +287,11 @@ int sim_fault_body(int code, char **body, size_t *len)
     chk(&x, xmlTextWriterWriteAttribute(x.w, BAD_CAST "xmlns:SOAP-ENV", BAD_CAST SOAP_ENV_NS));
     xout_start(&x, "SOAP-ENV:Body");
     xout_start(&x, "SOAP-ENV:Fault");
-    xout_text(&x, "faultcode", (code == 10001 || code == 20011) ? "SOAP-ENV:Server"
-                                                               : "SOAP-ENV:Client");
+    /* Marketo's own failures (10001, 20011: retried after a backoff) are the
+     * server's fault, everything else the client's. */
+    const mkto_code_info *c = soap_code(code);
+    bool server = c != NULL && c->retry == MKTO_RETRY_BACKOFF;
+    xout_text(&x, "faultcode", server ? "SOAP-ENV:Server" : "SOAP-ENV:Client");
     snprintf(buf, sizeof(buf), "%d - %s", code, msg);
     xout_text(&x, "faultstring", buf);
     xout_start(&x, "detail");

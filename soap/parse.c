@@ -14,6 +14,7 @@
 
 #include <libxml/tree.h>
 
+#include "marketo/codes.h"
 #include "soap/soap_internal.h"
 #include "soap/xmlsafe.h"
 
@@ -259,7 +260,7 @@ static int parse_fault(const xmlNode *fnode, mkto_fault *f)
         if (digits > 0 && !(*p >= '0' && *p <= '9'))
             f->code = (int)v;
     }
-    f->retryable = soap_fault_code_retryable(f->code);
+    f->retryable = mkto_code_retryable(f->code);
     return SOAP_OK;
 }
 

@@ -110,9 +110,6 @@ int soap_build_sync_multiple_leads(const soap_auth *auth, const mkto_lead *leads
 
 /* ---- responses (soap/parse.c) ------------------------------------------------- */
 
-/* Whether Marketo documents this fault code as worth retrying. */
-bool soap_fault_code_retryable(int code);
-
 /* The parsers take the raw HTTP body (any HTTP status: Marketo sends faults
  * with 500). They refuse bodies over max_len (0: SOAP_DEFAULT_MAX_RESPONSE),
  * any DOCTYPE, entity, external reference or nesting deeper than 64, and

@@ -62,6 +62,7 @@
 #include "gateway/metrics.h"
 #include "gateway/store/ratelimit.h"
 #include "gateway/upstream/upstream.h"
+#include "marketo/codes.h"
 
 #define GW_REQ_ID_MAX 128              /* longest client X-Request-ID kept */
 #define GW_MAX_EXTRA_HEADERS 16        /* gw_req_add_header entries per reply */
@@ -812,43 +813,6 @@ void gw_req_reply_problem(gw_req *r, unsigned status, const char *title, const c
     reply_problem_typed(r, status, NULL, title, detail, extra);
 }
 
-/* How a Marketo fault code becomes an HTTP answer. */
-typedef struct fault_map {
-    int code;            /* Marketo code */
-    unsigned status;     /* HTTP status */
-    const char *slug;    /* problem type */
-    const char *title;   /* problem title */
-    const char *message; /* Marketo's documented message (fixed text) */
-} fault_map;
-
-static const fault_map fault_table[] = {
-    {10001, 502, "upstream-error", "Upstream internal error", "Internal Error"},
-    {20011, 502, "upstream-error", "Upstream internal error", "Internal Error"},
-    {20012, 502, "upstream-rejected", "Upstream rejected the gateway's request", "Request Not Understood"},
-    {20013, 502, "upstream-rejected", "Upstream rejected the gateway's credentials", "Access Denied"},
-    {20014, 502, "upstream-rejected", "Upstream rejected the gateway's credentials", "Authentication failed"},
-    {20015, 429, "quota-exhausted", "Daily upstream quota exhausted", "Request Limit Exceeded"},
-    {20016, 502, "upstream-clock-skew", "Upstream rejected the request signature as expired", "Request Expired"},
-    {20017, 400, "invalid-request", "Upstream rejected the request as invalid", "Invalid Request"},
-    {20019, 502, "upstream-rejected", "Upstream rejected the gateway's request", "Unsupported Operation"},
-    {20022, 400, "invalid-request", "Time range too long", "Time range specified in query filter exceeded limit"},
-    {20023, 429, "rate-limited", "Upstream rate limit reached", "Rate Limit Exceeded"},
-    {20024, 429, "rate-limited", "Upstream concurrency limit reached", "Concurrency Limit Exceeded"},
-    {20101, 400, "invalid-request", "Lead key required", "Lead Key Required"},
-    {20102, 400, "invalid-request", "Invalid lead key type", "Lead Key Bad"},
-    {20103, 404, "not-found", "Lead not found", "Lead Not Found"},
-    {20104, 400, "invalid-request", "Lead record required", "Lead Detail Required"},
-    {20105, 400, "invalid-request", "Unknown lead attribute", "Lead Attribute Bad"},
-    {20106, 502, "upstream-error", "Upstream could not sync the lead", "Lead Sync Failed"},
-    {20108, 404, "not-found", "Lead owner not found", "Lead Owner Not Found"},
-    {20109, 400, "invalid-request", "Parameter required", "Parameter Required"},
-    {20110, 400, "invalid-request", "Bad parameter", "Bad Parameter"},
-    {20111, 404, "not-found", "Static list not found", "List Not Found"},
-    {20114, 400, "invalid-request", "Bad parameter", "Bad Parameter"},
-    {20122, 400, "invalid-cursor", "Bad stream position", "Bad Stream Position"},
-    {20123, 502, "upstream-error", "Upstream stream at end", "Stream at End"},
-};
-
 /* Seconds from now to the next US-Central midnight (at least 1). */
 static int64_t seconds_to_quota_reset(void)
 {
@@ -870,22 +834,21 @@ void gw_req_reply_job_error(gw_req *r, const gw_job *job)
     json_t *extra = NULL;
     switch (job->outcome) {
     case GW_OUT_FAULT: {
-        const fault_map *m = NULL;
-        for (size_t i = 0; i < sizeof fault_table / sizeof fault_table[0]; i++)
-            if (fault_table[i].code == job->fault.code)
-                m = &fault_table[i];
+        /* The answer is the code's row of marketo/codes.h; a code it does
+         * not know, or one it gives no answer, is an unexpected fault. */
+        const mkto_code_info *c = mkto_code_find(job->fault.code);
         extra = json_pack("{s:i}", "marketo_code", job->fault.code);
-        if (m == NULL) {
+        if (c == NULL || c->http.status == 0) {
             reply_problem_typed(r, 502, "upstream-error", "Upstream error",
                                 "Marketo answered with an unexpected fault", extra);
             return;
         }
-        json_object_set_new(extra, "marketo_message", json_string(m->message));
-        if (m->code == 20015)
+        json_object_set_new(extra, "marketo_message", json_string(c->message));
+        if (c->retry == MKTO_RETRY_QUOTA)
             add_retry_after(r, seconds_to_quota_reset());
-        else if (m->code == 20023 || m->code == 20024)
+        else if (c->retry == MKTO_RETRY_LIMITED)
             add_retry_after(r, job->retry_after_s > 0 ? job->retry_after_s : 20);
-        reply_problem_typed(r, m->status, m->slug, m->title, NULL, extra);
+        reply_problem_typed(r, c->http.status, c->http.type, c->http.title, NULL, extra);
         return;
     }
     case GW_OUT_RATE_LIMITED:

@@ -47,6 +47,7 @@
 #include "gateway/leads/leads_common.h"
 #include "gateway/log.h"
 #include "gateway/leads/query.h"
+#include "marketo/codes.h"
 #include "gateway/upstream/upstream.h"
 #include "soap/soap.h"
 
@@ -485,12 +486,12 @@ static int submit_key_round(gw_req *r, lk_state *st)
     return (int)want;
 }
 
-/* Marketo's "lead not found" fault (20103) answers a selector that matched
- * nothing: for a lookup that is an empty result, not an error. Turns such a
- * job into an OK one with no leads. */
+/* Marketo's "lead not found" fault (mkto_code_is_lead_not_found) answers a
+ * selector that matched nothing: for a lookup that is an empty result, not
+ * an error. Turns such a job into an OK one with no leads. */
 static void no_match_is_empty(gw_job *j)
 {
-    if (j->outcome != GW_OUT_FAULT || j->fault.code != 20103)
+    if (j->outcome != GW_OUT_FAULT || !mkto_code_is_lead_not_found(j->fault.code))
         return;
     mkto_fault_clear(&j->fault);
     mkto_leads_clear(&j->leads);

@@ -135,7 +135,7 @@ def test_sync_faulted_batch_is_failed_with_code(fresh_sim, gateway_factory):
 
 
 def test_sync_20011_is_retried(fresh_sim, gateway_factory):
-    # 20011 is retryable (soap_fault_code_retryable; README: "10001/20011 ...
+    # 20011 is retryable (mkto_code_retryable in marketo/codes.h; README: "10001/20011 ...
     # after waiting"): a fault is an answer, so resending is not blind.
     gw = sync_gateway(gateway_factory, fresh_sim, 3)
     fresh_sim.faults({"operation": SYNC_OP, "skip": 1, "count": 1, "fault_code": 20011})

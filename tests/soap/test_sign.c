@@ -1,4 +1,4 @@
-/* tests/soap/test_sign.c - signatures, timestamps, key types, fault codes.
+/* tests/soap/test_sign.c - signatures, timestamps, key types, clean-up.
  *
  * The HMAC vectors were computed independently with
  *   printf '%s' "<timestamp><user>" | openssl dgst -sha1 -hmac "<key>"
@@ -229,17 +229,6 @@ static void test_key_types(void **state)
     assert_int_equal(mkto_key_type_parse(NULL, &t), SOAP_ERR_INVALID);
 }
 
-static void test_fault_retryable(void **state)
-{
-    (void)state;
-    static const int yes[] = {20016, 20023, 20024, 20011, 10001};
-    static const int no[] = {0, 20014, 20013, 20015, 20012, 20017, 20022, 20103, 20122, -1};
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
-        assert_true(soap_fault_code_retryable(yes[i]));
-    for (size_t i = 0; i < sizeof(no) / sizeof(no[0]); i++)
-        assert_false(soap_fault_code_retryable(no[i]));
-}
-
 static void test_clear_functions(void **state)
 {
     (void)state;
@@ -286,7 +275,6 @@ int main(void)
         cmocka_unit_test(test_timestamp_parse),
         cmocka_unit_test(test_timestamp_parse_rejects),
         cmocka_unit_test(test_key_types),
-        cmocka_unit_test(test_fault_retryable),
         cmocka_unit_test(test_clear_functions),
     };
     int rc = cmocka_run_group_tests_name("soap_sign", tests, NULL, NULL);
