@@ -4,19 +4,13 @@
 #include <stdio.h>
 
 #include "gateway/store/ratelimit.h"
+#include "marketo/codes.h"
 
 #define AT_FAULT_BACKOFF_MS 1000    /* first backoff after a rate/internal fault */
 #define AT_TRANSPORT_BACKOFF_MS 500 /* first backoff after a transport error or 5xx */
 #define AT_BACKOFF_CAP_MS 30000     /* longest backoff */
 #define AT_RETRY_AFTER_CAP_S 3600   /* longest Retry-After honoured */
 
-/* Marketo fault codes with a rule of their own. */
-#define AT_FAULT_INTERNAL 10001
-#define AT_FAULT_SERVICE 20011
-#define AT_FAULT_QUOTA 20015
-#define AT_FAULT_EXPIRED 20016
-#define AT_FAULT_RATE 20023
-#define AT_FAULT_CONCURRENCY 20024
 
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
@@ -36,37 +30,44 @@ int64_t gw_backoff_ms(int n, int64_t base_ms, uint64_t *rng)
     return d;
 }
 
-/* A Marketo fault. */
+/* Whether a limit code is the concurrency limit (a slot frees up soon) rather
+ * than the rolling window (it frees up within the window). */
+static bool is_concurrency_limit(int code)
+{
+    return code == MKTO_CODE_CONCURRENCY || code == MKTO_CODE_REST_CONCURRENCY;
+}
+
+/* A Marketo fault: the code's retry class (marketo/codes.h) decides. */
 static void classify_fault(const gw_attempt_facts *f, const gw_attempt_policy *p, gw_attempt *r)
 {
     int code = f->fault_code;
     r->outcome = GW_OUT_FAULT;
     snprintf(r->detail, sizeof r->detail, "fault %d", code);
-    switch (code) {
-    case AT_FAULT_QUOTA:
+    switch (mkto_code_retry(code)) {
+    case MKTO_RETRY_QUOTA:
         /* stays a FAULT (the answer carries marketo_code); retry_after_s
          * says when the quota resets */
         r->retry_after_s = max64(1, gw_next_central_midnight(p->now_wall_s) - p->now_wall_s);
         return;
-    case AT_FAULT_EXPIRED:
-        r->retry = true; /* re-signed with a fresh timestamp at once */
+    case MKTO_RETRY_REAUTH:
+        r->retry = true; /* fresh credentials, at once */
         return;
-    case AT_FAULT_RATE:
+    case MKTO_RETRY_LIMITED:
         r->retry = true;
-        r->delay_ms = max64(AT_FAULT_BACKOFF_MS,
-                            gw_backoff_ms(f->attempts, AT_FAULT_BACKOFF_MS, p->rng));
-        r->retry_after_s = p->window_s;
+        if (is_concurrency_limit(code)) {
+            r->delay_ms = gw_backoff_ms(f->attempts, AT_FAULT_BACKOFF_MS, p->rng);
+            r->retry_after_s = 1;
+        } else {
+            r->delay_ms = max64(AT_FAULT_BACKOFF_MS,
+                                gw_backoff_ms(f->attempts, AT_FAULT_BACKOFF_MS, p->rng));
+            r->retry_after_s = p->window_s;
+        }
         return;
-    case AT_FAULT_CONCURRENCY:
-        r->retry = true;
-        r->delay_ms = gw_backoff_ms(f->attempts, AT_FAULT_BACKOFF_MS, p->rng);
-        r->retry_after_s = 1;
-        return;
-    case AT_FAULT_SERVICE:
-    case AT_FAULT_INTERNAL:
+    case MKTO_RETRY_BACKOFF:
         r->retry = true; /* Marketo-side failures */
         r->delay_ms = gw_backoff_ms(f->attempts, AT_FAULT_BACKOFF_MS, p->rng);
         return;
+    case MKTO_RETRY_NONE:
     default:
         return;
     }
