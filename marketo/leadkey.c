@@ -2,7 +2,6 @@
 #include "marketo/leadkey.h"
 
 #include <errno.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,10 +50,33 @@ const char *mkto_key_type_attr(mkto_key_type t)
     return key_attrs[t];
 }
 
+/* Whether key type t is an e-mail, matched case-insensitively by Marketo. */
+static bool is_email_type(mkto_key_type t)
+{
+    return t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL;
+}
+
+int mkto_key_normalize(mkto_key_type t, const char *value, char *out, size_t outlen)
+{
+    if (value == NULL || out == NULL)
+        return -1;
+    size_t len = strlen(value);
+    if (len >= outlen)
+        return -1;
+    bool lower = is_email_type(t);
+    for (size_t i = 0; i < len; i++) {
+        char ch = value[i];
+        if (lower && ch >= 'A' && ch <= 'Z')
+            ch = (char)(ch - 'A' + 'a');
+        out[i] = ch;
+    }
+    out[len] = '\0';
+    return 0;
+}
 
 bool mkto_key_eq(mkto_key_type t, const char *a, const char *b)
 {
-    if (t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL)
+    if (is_email_type(t))
         return strcasecmp(a, b) == 0;
     return strcmp(a, b) == 0;
 }
@@ -86,4 +108,15 @@ bool mkto_lead_matches_key(const mkto_lead *l, mkto_key_type t, const char *key)
         return strcmp(l->attrs[i].value, key) == 0;
     }
     return false;
+}
+
+size_t mkto_keys_per_call(mkto_api api)
+{
+    switch (api) {
+    case MKTO_API_SOAP:
+        return MKTO_SOAP_KEYS_PER_CALL;
+    case MKTO_API_REST:
+        return MKTO_REST_KEYS_PER_CALL;
+    }
+    return 0;
 }

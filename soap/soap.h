@@ -27,7 +27,9 @@
 #define SOAP_XSI_NS "http://www.w3.org/2001/XMLSchema-instance"
 
 /* Marketo's documented per-call limits. */
-#define SOAP_MAX_KEYS_PER_CALL 100   /* LeadKeySelector keys; more are ignored by Marketo */
+/* LeadKeySelector keys (100; more are ignored by Marketo): lead-key
+ * identity's number, marketo/leadkey.h */
+#define SOAP_MAX_KEYS_PER_CALL MKTO_SOAP_KEYS_PER_CALL
 #define SOAP_MAX_SYNC_PER_CALL 300   /* syncMultipleLeads records */
 #define SOAP_MAX_BATCH_SIZE 1000     /* getMultipleLeads batchSize */
 #define SOAP_MAX_WINDOW_DAYS 30      /* LastUpdateAtSelector oldest..latest */

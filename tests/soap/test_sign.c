@@ -1,4 +1,4 @@
-/* tests/soap/test_sign.c - signatures, timestamps, key types, clean-up.
+/* tests/soap/test_sign.c - signatures, timestamps, clean-up.
  *
  * The HMAC vectors were computed independently with
  *   printf '%s' "<timestamp><user>" | openssl dgst -sha1 -hmac "<key>"
@@ -198,37 +198,6 @@ static void test_timestamp_parse_rejects(void **state)
     assert_int_equal(soap_timestamp_parse(NULL, &t), SOAP_ERR_INVALID);
 }
 
-static void test_key_types(void **state)
-{
-    (void)state;
-    static const char *const names[] = {
-        "IDNUM",      "COOKIE",          "EMAIL",      "LEADOWNEREMAIL", "SFDCACCOUNTID",
-        "SFDCCONTACTID", "SFDCLEADID", "SFDCLEADOWNERID", "SFDCOPPTYID",
-    };
-    static const char *const attrs[] = {
-        NULL,          "Cookies",    "",           "LeadOwnerEmail", "SFDCAccountId",
-        "SFDCContactId", "SFDCLeadId", "SFDCLeadOwnerId", "SFDCOpptyId",
-    };
-    for (int i = 0; i < MKTO_KEY__COUNT; i++) {
-        mkto_key_type t;
-        assert_string_equal(mkto_key_type_name((mkto_key_type)i), names[i]);
-        assert_int_equal(mkto_key_type_parse(names[i], &t), SOAP_OK);
-        assert_int_equal(t, i);
-        const char *a = mkto_key_type_attr((mkto_key_type)i);
-        if (attrs[i] == NULL || attrs[i][0] == '\0')
-            assert_null(a);
-        else
-            assert_string_equal(a, attrs[i]);
-    }
-    mkto_key_type t;
-    assert_null(mkto_key_type_name(MKTO_KEY__COUNT));
-    assert_null(mkto_key_type_name((mkto_key_type)-1));
-    assert_null(mkto_key_type_attr(MKTO_KEY__COUNT));
-    assert_int_equal(mkto_key_type_parse("email", &t), SOAP_ERR_INVALID);
-    assert_int_equal(mkto_key_type_parse("", &t), SOAP_ERR_INVALID);
-    assert_int_equal(mkto_key_type_parse(NULL, &t), SOAP_ERR_INVALID);
-}
-
 static void test_clear_functions(void **state)
 {
     (void)state;
@@ -274,7 +243,6 @@ int main(void)
         cmocka_unit_test(test_timestamp_now),
         cmocka_unit_test(test_timestamp_parse),
         cmocka_unit_test(test_timestamp_parse_rejects),
-        cmocka_unit_test(test_key_types),
         cmocka_unit_test(test_clear_functions),
     };
     int rc = cmocka_run_group_tests_name("soap_sign", tests, NULL, NULL);
