@@ -48,6 +48,7 @@
 #include "gateway/log.h"
 #include "gateway/leads/query.h"
 #include "marketo/codes.h"
+#include "marketo/leadkey.h"
 #include "gateway/upstream/upstream.h"
 #include "soap/soap.h"
 
@@ -59,8 +60,6 @@
  * is a Marketo call, also charged to the API key's budget): 8 windows walk
  * 240 days of an empty range; the page then ends with a cursor. */
 #define LK_MAX_WINDOW_STEPS 8
-/* Longest normalised key value (query values are capped lower). */
-#define LK_KEY_MAX (GW_QUERY_MAX_VALUE * 4 + 1)
 
 /* One getMultipleLeads call of a key lookup: a slice of the missing keys. */
 typedef struct lk_chunk {
@@ -81,7 +80,7 @@ typedef struct lk_state {
     int calls;               /* SOAP calls spent so far (job attempts summed) */
 
     /* ---- key path ---- */
-    char **keys;             /* unique normalised keys in request order (owned) */
+    char *const *keys;       /* sel.keys: normalised, unique, in request order (borrowed) */
     size_t nkeys;            /* entries in keys */
     json_t **got;            /* per key: JSON array of its leads, or NULL (owned refs) */
     bool *from_cache;        /* per key: got[i] came from the cache */
@@ -128,12 +127,9 @@ static void lk_state_free(void *p)
         return;
     free_jobs(st->jobs, st->njobs);
     gw_selector_clear(&st->sel);
-    for (size_t i = 0; i < st->nkeys; i++) {
-        free(st->keys[i]);
-        if (st->got)
+    if (st->got)
+        for (size_t i = 0; i < st->nkeys; i++)
             json_decref(st->got[i]);
-    }
-    free(st->keys);
     free(st->got);
     free(st->from_cache);
     free(st->miss);
@@ -576,34 +572,15 @@ static void serve_keys(gw_req *r, lk_state *st)
 {
     gw_app *app = gw_req_app(r);
     gw_selector *sel = &st->sel;
-    char buf[LK_KEY_MAX];
 
     if (sel->cursor) {
         bad_request(r, "key lookups take no cursor");
         return;
     }
-    st->keys = calloc(sel->nkeys ? sel->nkeys : 1, sizeof *st->keys);
-    if (!st->keys)
-        goto oom;
-    for (size_t i = 0; i < sel->nkeys; i++) {
-        if (gw_cache_normalize(sel->key_type, sel->keys[i], buf, sizeof buf) != 0) {
-            bad_request(r, "key value too long");
-            return;
-        }
-        bool dup = false;
-        for (size_t j = 0; j < st->nkeys; j++) {
-            if (strcmp(st->keys[j], buf) == 0) {
-                dup = true;
-                break;
-            }
-        }
-        if (dup)
-            continue;
-        st->keys[st->nkeys] = strdup(buf);
-        if (!st->keys[st->nkeys])
-            goto oom;
-        st->nkeys++;
-    }
+    /* gw_query_parse already normalised (mkto_key_normalize) and
+     * de-duplicated the keys, keeping request order */
+    st->keys = sel->keys;
+    st->nkeys = sel->nkeys;
     if (st->nkeys == 0) {
         bad_request(r, "no key given");
         return;
@@ -690,18 +667,19 @@ static void serve_keys(gw_req *r, lk_state *st)
         }
     }
 
-    /* ---- calls: slices of at most 100 keys ---- */
+    /* ---- calls: slices of at most 100 keys (a SOAP getMultipleLeads) ---- */
+    const size_t per_call = mkto_keys_per_call(MKTO_API_SOAP);
     st->unmatched = json_array();
-    st->nchunks = (st->nmiss + SOAP_MAX_KEYS_PER_CALL - 1) / SOAP_MAX_KEYS_PER_CALL;
+    st->nchunks = (st->nmiss + per_call - 1) / per_call;
     st->chunks = calloc(st->nchunks, sizeof *st->chunks);
     if (!st->unmatched || !st->chunks)
         goto oom;
     for (size_t c = 0; c < st->nchunks; c++) {
         lk_chunk *ch = &st->chunks[c];
-        ch->first = c * SOAP_MAX_KEYS_PER_CALL;
+        ch->first = c * per_call;
         ch->n = st->nmiss - ch->first;
-        if (ch->n > SOAP_MAX_KEYS_PER_CALL)
-            ch->n = SOAP_MAX_KEYS_PER_CALL;
+        if (ch->n > per_call)
+            ch->n = per_call;
         ch->keys = calloc(ch->n, sizeof *ch->keys);
         if (!ch->keys)
             goto oom;

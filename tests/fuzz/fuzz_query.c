@@ -4,7 +4,8 @@
  * gw_query_parse_string() with limits {1000, 1000, 100}; when it accepts
  * and the selector has a binding (list or updated-at selector), the binding
  * must parse again to a selector that is cursor-compatible with the first
- * and whose own binding is the same string (what a cursor relies on).
+ * and whose own binding is the same string (what a cursor relies on). Keys
+ * come out normalised and distinct (what the lookup route relies on).
  * Every accepted selector must also encode as a getMultipleLeads envelope
  * (keys 100 per call, list, or updated-at window; fields as
  * includeAttributes) that is well-formed XML: the query parser must not let
@@ -18,6 +19,7 @@
 #include <libxml/parser.h>
 
 #include "gateway/leads/query.h"
+#include "marketo/leadkey.h"
 #include "fuzz_util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -32,6 +34,14 @@ static void check_selector(const gw_selector *s, const gw_query_limits *lim)
         size_t n = strlen(s->keys[i]);
         if (n == 0 || n > GW_QUERY_MAX_VALUE || !gw_utf8_valid(s->keys[i], n))
             fuzz_fail("key %zu: empty, too long or not UTF-8 (%zu bytes)", i, n);
+        /* lookups send, cache and match these keys as they are */
+        char norm[MKTO_KEY_MAX_LEN + 1];
+        if (mkto_key_normalize(s->key_type, s->keys[i], norm, sizeof norm) != 0 ||
+            strcmp(norm, s->keys[i]) != 0)
+            fuzz_fail("key %zu is not normalised", i);
+        for (size_t j = 0; j < i; j++)
+            if (mkto_key_eq(s->key_type, s->keys[j], s->keys[i]))
+                fuzz_fail("keys %zu and %zu are the same key", j, i);
     }
     if (s->limit < 1 || s->limit > lim->max_page_size)
         fuzz_fail("limit %d out of 1..%d", s->limit, lim->max_page_size);
