@@ -4,9 +4,11 @@
  *   key selectors  id, email, cookie, leadOwnerEmail, sfdcAccountId,
  *                  sfdcContactId, sfdcLeadId, sfdcLeadOwnerId, sfdcOpptyId:
  *                  comma-separated and/or repeated values, blanks around
- *                  items trimmed, duplicates (after gw_cache_normalize)
+ *                  items trimmed, duplicates (after mkto_key_normalize)
  *                  dropped keeping the first; stored normalised (e-mails
- *                  lower-cased, ids without leading zeros).
+ *                  lower-cased, ids without leading zeros). The selector's
+ *                  keys are what lookups send, cache and match: nothing
+ *                  downstream normalises or de-duplicates them again.
  *   list selectors staticList=NAME or staticListId=N
  *   updated-at     updatedSince=RFC3339 [&updatedUntil=RFC3339, later]
  *   fields=a,b     attribute names, sorted and deduplicated
@@ -30,8 +32,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "gateway/store/cache.h"
 #include "gateway/leads/cursor.h"
+#include "marketo/leadkey.h"
 
 #define MAX_FIELDS 100        /* distinct names in fields= */
 #define MAX_FIELD_ITEMS 1000  /* names in fields= before deduplication */
@@ -270,7 +272,7 @@ static int add_key_items(const param_def *d, const char *value, const gw_query_l
             return -1;
 
         char raw[GW_QUERY_MAX_VALUE + 1];
-        char norm[GW_QUERY_MAX_VALUE + 1];
+        char norm[MKTO_KEY_MAX_LEN + 1];
         if (d->key == MKTO_KEY_IDNUM) {
             int64_t id;
             if (parse_pos_int(item, len, &id) != 0)
@@ -281,7 +283,7 @@ static int add_key_items(const param_def *d, const char *value, const gw_query_l
             memcpy(raw, item, len);
             raw[len] = '\0';
         }
-        if (gw_cache_normalize(d->key, raw, norm, sizeof(norm)) != 0)
+        if (mkto_key_normalize(d->key, raw, norm, sizeof(norm)) != 0)
             return fail(err, errlen, "%s: value longer than %d bytes", d->name,
                         GW_QUERY_MAX_VALUE);
         int added = key_set_add(ks, norm);

@@ -13,9 +13,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "marketo/leadkey.h"
 #include "soap/soap.h"
 
-#define GW_QUERY_MAX_VALUE 512  /* longest single key value or list name, bytes */
+/* Longest single key value or list name, bytes: the longest key lead-key
+ * identity handles (marketo/leadkey.h). */
+#define GW_QUERY_MAX_VALUE MKTO_KEY_MAX_LEN
 
 typedef struct gw_query_limits {
     size_t max_keys;        /* keys in one lookup (gateway.max_keys) */

@@ -51,10 +51,8 @@
 #include "gateway/leads/leads_common.h"
 #include "gateway/log.h"
 #include "gateway/upstream/upstream.h"
+#include "marketo/leadkey.h"
 #include "soap/soap.h"
-
-/* Longest normalised key value we invalidate (longer ones cannot be cached). */
-#define SY_KEY_MAX 2049
 
 /* A body this large makes the sync give its freed memory back to the
  * system when it ends (glibc keeps small freed blocks otherwise). */
@@ -137,15 +135,16 @@ static const char *not_sent_reason(const gw_job *j)
     }
 }
 
-/* Adds one key to the invalidation list (normalised; skipped when too long
- * or empty). keys/vals have room for every call made by collect_keys. */
+/* Adds one key to the invalidation list (normalised; skipped when empty or
+ * longer than MKTO_KEY_MAX_LEN: no lookup accepts such a key, so no cache
+ * entry has it). keys/vals have room for every call invalidate_cache makes. */
 static void add_key(gw_cache_key *keys, char **vals, size_t *n, mkto_key_type t,
                     const char *value)
 {
-    char buf[SY_KEY_MAX];
+    char buf[MKTO_KEY_MAX_LEN + 1];
     if (!value || value[0] == '\0')
         return;
-    if (gw_cache_normalize(t, value, buf, sizeof buf) != 0)
+    if (mkto_key_normalize(t, value, buf, sizeof buf) != 0)
         return;
     char *v = strdup(buf);
     if (!v)

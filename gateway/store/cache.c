@@ -592,21 +592,3 @@ uint64_t gw_cache_local_epoch(gw_cache *gc)
     pthread_mutex_unlock(&c->mu);
     return e;
 }
-
-int gw_cache_normalize(mkto_key_type t, const char *value, char *out, size_t outlen)
-{
-    if (value == NULL || out == NULL)
-        return -1;
-    size_t len = strlen(value);
-    if (len >= outlen)
-        return -1;
-    int lower = t == MKTO_KEY_EMAIL || t == MKTO_KEY_LEADOWNEREMAIL;
-    for (size_t i = 0; i < len; i++) {
-        char ch = value[i];
-        if (lower && ch >= 'A' && ch <= 'Z')
-            ch = (char)(ch - 'A' + 'a');
-        out[i] = ch;
-    }
-    out[len] = '\0';
-    return 0;
-}

@@ -16,8 +16,8 @@
  * it before answering.
  *
  * Key values are compared byte for byte: callers normalise first
- * (gw_cache_normalize). Thread safety: every function may be called from any
- * thread.
+ * (mkto_key_normalize, marketo/leadkey.h). Thread safety: every function may
+ * be called from any thread.
  */
 #ifndef GW_CACHE_H
 #define GW_CACHE_H
@@ -102,10 +102,5 @@ size_t gw_cache_local_size(gw_cache *c);
 /* Current invalidation epoch of a local cache (starts at 1); 0 for other
  * backends. For tests. */
 uint64_t gw_cache_local_epoch(gw_cache *c);
-
-/* Writes the cache form of a key value into out (size outlen): e-mail key
- * types lower-cased (Marketo matches them case-insensitively), others as is.
- * Returns 0, or -1 if it does not fit. */
-int gw_cache_normalize(mkto_key_type t, const char *value, char *out, size_t outlen);
 
 #endif /* GW_CACHE_H */

@@ -234,27 +234,6 @@ static void test_stale_write_race(void **state)
     c->ops->destroy(c);
 }
 
-static void test_normalize(void **state)
-{
-    (void)state;
-    char out[32];
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "Joe@Marketo.COM", out, sizeof(out)), 0);
-    assert_string_equal(out, "joe@marketo.com");
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_LEADOWNEREMAIL, "Boss@X.Com", out, sizeof(out)),
-                     0);
-    assert_string_equal(out, "boss@x.com");
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_COOKIE, "id:ABC-Tok", out, sizeof(out)), 0);
-    assert_string_equal(out, "id:ABC-Tok");
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_SFDCLEADID, "00Qx", out, sizeof(out)), 0);
-    assert_string_equal(out, "00Qx");
-    /* Non-ASCII bytes are left alone. */
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "\xC3\x89T\xC3\xA9@X", out, sizeof(out)),
-                     0);
-    assert_string_equal(out, "\xC3\x89t\xC3\xA9@x");
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "abcd", out, 4), -1);
-    assert_int_equal(gw_cache_normalize(MKTO_KEY_EMAIL, "abc", out, 4), 0);
-}
-
 static void test_bad_params(void **state)
 {
     (void)state;
@@ -326,7 +305,6 @@ int main(void)
         cmocka_unit_test(test_invalidate_key_all_variants),
         cmocka_unit_test(test_invalidate_by_id),
         cmocka_unit_test(test_stale_write_race),
-        cmocka_unit_test(test_normalize),
         cmocka_unit_test(test_bad_params),
         cmocka_unit_test(test_threads),
     };
