@@ -28,6 +28,8 @@ typedef struct gw_app {
     size_t napi_keys;          /* entries in api_keys */
     gw_keylimit *keylimit;     /* per-API-key budget (owned by main); NULL: off */
     bool upstream_configured;  /* marketo.soap_endpoint set */
+    gw_call_limits call_limits; /* what one upstream call may carry (set with upstream;
+                                 * the lead routes run only when it is configured) */
     atomic_bool draining;      /* SIGTERM seen: readyz 503, no new work */
 } gw_app;
 

@@ -155,6 +155,7 @@ static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen
         app->upstream = gw_upstream_new(cfg, app->limiter, err, errlen);
         if (app->upstream == NULL)
             return -1;
+        app->call_limits = gw_upstream_limits(app->upstream);
         if (gw_upstream_start(app->upstream) < 0) {
             snprintf(err, errlen, "upstream engine: cannot start its thread");
             return -1;

@@ -440,7 +440,7 @@ static void fill_key_job(gw_req *r, lk_state *st, gw_job *j, lk_chunk *c)
     j->get.keys = c->keys;
     j->get.nkeys = c->n;
     j->get.stream_position = c->stream_pos;
-    j->get.batch_size = SOAP_MAX_BATCH_SIZE;
+    j->get.batch_size = gw_req_app(r)->call_limits.batch_size;
     j->get.attrs = st->attrs;
     j->get.nattrs = st->nattrs;
     /* the epoch the answer will be stored under: the engine lets the job
@@ -667,8 +667,8 @@ static void serve_keys(gw_req *r, lk_state *st)
         }
     }
 
-    /* ---- calls: slices of at most 100 keys (a SOAP getMultipleLeads) ---- */
-    const size_t per_call = mkto_keys_per_call(MKTO_API_SOAP);
+    /* ---- calls: slices of at most the protocol's keys per call (SOAP: 100) ---- */
+    const size_t per_call = app->call_limits.keys_per_call;
     st->unmatched = json_array();
     st->nchunks = (st->nmiss + per_call - 1) / per_call;
     st->chunks = calloc(st->nchunks, sizeof *st->chunks);
@@ -940,8 +940,8 @@ static void serve_page(gw_req *r, lk_state *st)
     }
     if (st->sel.limit <= 0)
         st->sel.limit = app->qlimits.default_page_size > 0 ? app->qlimits.default_page_size : 100;
-    if (st->sel.limit > SOAP_MAX_BATCH_SIZE)
-        st->sel.limit = SOAP_MAX_BATCH_SIZE;
+    if (st->sel.limit > app->call_limits.batch_size)
+        st->sel.limit = app->call_limits.batch_size;
     st->page = json_array();
     if (!st->page) {
         no_memory(r);

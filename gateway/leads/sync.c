@@ -498,8 +498,8 @@ void gw_handle_sync(gw_req *r)
         return;
     }
     st->batch = cfg->sync_batch_size;
-    if (st->batch < 1 || st->batch > SOAP_MAX_SYNC_PER_CALL)
-        st->batch = SOAP_MAX_SYNC_PER_CALL;
+    if (st->batch < 1 || st->batch > app->call_limits.sync_per_call)
+        st->batch = app->call_limits.sync_per_call;
     st->wave = cfg->rl_max_concurrent > 0 ? (size_t)cfg->rl_max_concurrent : 1;
     size_t nbatches = (st->body.nleads + st->batch - 1) / st->batch;
     if (st->wave > nbatches)

@@ -171,6 +171,13 @@ void gw_upstream_submit(gw_upstream *u, gw_job *job)
     curl_multi_wakeup(u->multi);
 }
 
+gw_call_limits gw_upstream_limits(const gw_upstream *u)
+{
+    return (gw_call_limits){.keys_per_call = u->proto->max_keys_per_call,
+                            .sync_per_call = u->proto->max_sync_per_call,
+                            .batch_size = u->proto->max_batch_size};
+}
+
 size_t gw_upstream_queued(gw_upstream *u)
 {
     return atomic_load(&u->queued);

@@ -201,6 +201,15 @@ void gw_job_clear_results(gw_job *job);
  * and metric labels; "unknown" for an out-of-range value. Static storage. */
 const char *gw_outcome_name(gw_outcome o);
 
+/* What one call of the engine's protocol may carry: lookups and syncs split
+ * their work by it. */
+typedef struct gw_call_limits {
+    size_t keys_per_call;  /* keys in one key lookup (SOAP 100) */
+    size_t sync_per_call;  /* records in one sync (SOAP 300) */
+    int batch_size;        /* leads in one page (SOAP 1000) */
+} gw_call_limits;
+gw_call_limits gw_upstream_limits(const gw_upstream *u);
+
 /* Monotonic clock in ms, the time base of every deadline above. */
 int64_t gw_now_ms(void);
 
