@@ -813,6 +813,12 @@ void gw_req_reply_problem(gw_req *r, unsigned status, const char *title, const c
     reply_problem_typed(r, status, NULL, title, detail, extra);
 }
 
+void gw_req_reply_err(gw_req *r, const gw_err *e)
+{
+    unsigned status = e->status > 0 ? (unsigned)e->status : 500;
+    reply_problem_typed(r, status, NULL, MHD_get_reason_phrase_for(status), e->msg, NULL);
+}
+
 /* Seconds from now to the next US-Central midnight (at least 1). */
 static int64_t seconds_to_quota_reset(void)
 {
@@ -1599,7 +1605,7 @@ static int split_list(const char *in, char ***out, size_t *n)
 /* Fills ss from host and port (numeric addresses, or a name resolved once).
  * Returns the address length, or 0 with err filled. */
 static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_storage *ss,
-                             char *err, size_t errlen)
+                             gw_err *err)
 {
     memset(ss, 0, sizeof *ss);
     struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
@@ -1619,7 +1625,7 @@ static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_st
     hints.ai_flags = AI_PASSIVE;
     int rc = getaddrinfo(host, NULL, &hints, &res);
     if (rc != 0 || res == NULL || res->ai_addrlen > sizeof *ss) {
-        snprintf(err, errlen, "gateway.listen: cannot resolve the host (%s)", gai_strerror(rc));
+        gw_err_set(err, 0, "gateway.listen: cannot resolve the host (%s)", gai_strerror(rc));
         if (res != NULL)
             freeaddrinfo(res);
         return 0;
@@ -1634,7 +1640,7 @@ static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_st
     return len;
 }
 
-gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
+gw_server *gw_server_start(gw_app *app, gw_err *err)
 {
     const gw_config *cfg = app->cfg;
     gw_server *s = calloc(1, sizeof *s);
@@ -1643,7 +1649,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     struct sockaddr_storage ss;
 
     if (s == NULL) {
-        snprintf(err, errlen, "out of memory");
+        gw_err_set(err, 0, "out of memory");
         return NULL;
     }
     s->app = app;
@@ -1656,7 +1662,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     if (s->nkeys > 0) {
         s->key_digests = malloc(s->nkeys * SHA256_DIGEST_LENGTH);
         if (s->key_digests == NULL) {
-            snprintf(err, errlen, "out of memory");
+            gw_err_set(err, 0, "out of memory");
             goto fail;
         }
         for (size_t i = 0; i < s->nkeys; i++)
@@ -1664,7 +1670,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
                    s->key_digests + i * SHA256_DIGEST_LENGTH);
     }
     if (split_list(cfg->cors_allowed_origins, &s->origins, &s->norigins) < 0) {
-        snprintf(err, errlen, "out of memory");
+        gw_err_set(err, 0, "out of memory");
         goto fail;
     }
     for (size_t i = 0; i < s->norigins; i++)
@@ -1677,10 +1683,10 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
 
     if (gw_config_split_listen(cfg->listen != NULL ? cfg->listen : "127.0.0.1:8080", host,
                                sizeof host, &port) < 0) {
-        snprintf(err, errlen, "gateway.listen: expected host:port");
+        gw_err_set(err, 0, "gateway.listen: expected host:port");
         goto fail;
     }
-    socklen_t alen = listen_addr(host, port, &ss, err, errlen);
+    socklen_t alen = listen_addr(host, port, &ss, err);
     if (alen == 0)
         goto fail;
 
@@ -1706,7 +1712,7 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
     };
     s->guard = gw_guard_start(&gopts);
     if (s->guard == NULL) {
-        snprintf(err, errlen, "out of memory or threads for the connection guard");
+        gw_err_set(err, 0, "out of memory or threads for the connection guard");
         goto fail;
     }
 
@@ -1724,8 +1730,8 @@ gw_server *gw_server_start(gw_app *app, char *err, size_t errlen)
                                  MHD_OPTION_URI_LOG_CALLBACK, on_uri_log, s,
                                  MHD_OPTION_END);
     if (s->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on gateway.listen %s (address in use or not allowed?)",
-                 cfg->listen != NULL ? cfg->listen : "");
+        gw_err_set(err, 0, "cannot listen on gateway.listen %s (address in use or not allowed?)",
+                   cfg->listen != NULL ? cfg->listen : "");
         goto fail;
     }
     return s;
