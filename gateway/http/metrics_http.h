@@ -5,7 +5,7 @@
  * /metrics with the same Prometheus text as the API port would, 404 for any
  * other path and 405 for other methods, without API keys, access log or
  * per-request metrics. The API port then answers /metrics with 404
- * (server.c), so a NetworkPolicy can leave the API port open and keep the
+ * (screen.c), so a NetworkPolicy can leave the API port open and keep the
  * metrics port internal. It keeps serving while the API server drains, and
  * stops with it.
  */

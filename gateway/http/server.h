@@ -13,6 +13,9 @@
  * A gw_req lives from the first byte to libmicrohttpd's completion callback;
  * a suspended request is never freed, so work holding a gw_req may use it
  * until it calls gw_req_resume(), and not after.
+ *
+ * Implemented by server.c and the files beside it in gateway/http/ (one
+ * module; gateway/http/server_internal.h says which file does what).
  */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
