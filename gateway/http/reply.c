@@ -181,7 +181,9 @@ void gw_srv_reply_internal(gw_req *r)
     gw_srv_set_reply(r, 500, "application/problem+json", b, b != NULL ? sizeof msg - 1 : 0);
 }
 
-void gw_req_reply_json(gw_req *r, unsigned status, json_t *body)
+/* Serialises body (stolen) into r's reply of that status and content type;
+ * the fixed 500 when it cannot. */
+static void reply_dumped(gw_req *r, unsigned status, const char *content_type, json_t *body)
 {
     size_t len;
     char *buf = dump_json(body, &len);
@@ -189,7 +191,12 @@ void gw_req_reply_json(gw_req *r, unsigned status, json_t *body)
         gw_srv_reply_internal(r);
         return;
     }
-    gw_srv_set_reply(r, status, "application/json", buf, len);
+    gw_srv_set_reply(r, status, content_type, buf, len);
+}
+
+void gw_req_reply_json(gw_req *r, unsigned status, json_t *body)
+{
+    reply_dumped(r, status, "application/json", body);
 }
 
 void gw_req_reply_raw(gw_req *r, unsigned status, const char *content_type, const char *body,
@@ -261,13 +268,7 @@ void gw_srv_reply_typed(gw_req *r, unsigned status, const char *slug, const char
         json_object_update_missing(o, extra);
     }
     json_decref(extra);
-    size_t len;
-    char *buf = dump_json(o, &len);
-    if (buf == NULL) {
-        gw_srv_reply_internal(r);
-        return;
-    }
-    gw_srv_set_reply(r, status, "application/problem+json", buf, len);
+    reply_dumped(r, status, "application/problem+json", o);
 }
 
 void gw_req_reply_problem(gw_req *r, unsigned status, const char *title, const char *detail,
