@@ -33,6 +33,7 @@
 #include "config/cli.h"
 #include "config/config.h"
 #include "gateway/app.h"
+#include "gateway/err.h"
 #include "gateway/log.h"
 #include "gateway/log_batch.h"
 #include "gateway/metrics.h"
@@ -112,24 +113,24 @@ static void app_free(gw_app *app)
 }
 
 /* Builds the shared state from cfg. Returns 0, or -1 with err filled. */
-static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen)
+static int app_build(gw_app *app, const gw_config *cfg, gw_err *err)
 {
     app->cfg = cfg;
     app->upstream_configured = cfg->soap_endpoint != NULL && cfg->soap_endpoint[0] != '\0';
     atomic_store(&app->draining, false);
 
     if (parse_api_keys(app, cfg->api_keys) < 0) {
-        snprintf(err, errlen, "out of memory reading auth.api_keys");
+        gw_err_set(err, 0, "out of memory reading auth.api_keys");
         return -1;
     }
     if (app->napi_keys == 0 && !cfg->auth_disabled) {
-        snprintf(err, errlen, "auth.api_keys is empty: set keys, or auth.disabled = true");
+        gw_err_set(err, 0, "auth.api_keys is empty: set keys, or auth.disabled = true");
         return -1;
     }
     if (cfg->auth_key_calls_per_minute > 0 && app->napi_keys > 0) {
         app->keylimit = gw_keylimit_new(app->napi_keys, cfg->auth_key_calls_per_minute);
         if (app->keylimit == NULL) {
-            snprintf(err, errlen, "out of memory for auth.key_calls_per_minute");
+            gw_err_set(err, 0, "out of memory for auth.key_calls_per_minute");
             return -1;
         }
     }
@@ -137,7 +138,7 @@ static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen
         GW_LOG(GW_LOG_WARN, NULL,
                "cursor.secret is empty: cursors will not survive a restart or work across replicas");
     if (gw_cursor_key_init(&app->cursor_key, cfg->cursor_secret) < 0) {
-        snprintf(err, errlen, "cursor key: no randomness available");
+        gw_err_set(err, 0, "cursor key: no randomness available");
         return -1;
     }
     app->qlimits.max_keys = cfg->max_keys > 0 ? (size_t)cfg->max_keys : 1000;
@@ -146,18 +147,18 @@ static int app_build(gw_app *app, const gw_config *cfg, char *err, size_t errlen
 
     /* In-process cache and limiter, or (redis.url set) the Redis cache and
      * the Redis limiter with an in-process share as its fallback. */
-    if (gw_backends_create(cfg, &app->cache, &app->limiter, err, errlen) < 0)
+    if (gw_backends_create(cfg, &app->cache, &app->limiter, err) < 0)
         return -1;
     if (cfg->redis_url != NULL && cfg->redis_url[0] != '\0')
         GW_LOG(GW_LOG_INFO, json_pack("{s:s}", "backend", "redis"),
                "cache and rate limiter shared through Redis");
     if (app->upstream_configured) {
-        app->upstream = gw_upstream_new(cfg, app->limiter, err, errlen);
+        app->upstream = gw_upstream_new(cfg, app->limiter, err);
         if (app->upstream == NULL)
             return -1;
         app->call_limits = gw_upstream_limits(app->upstream);
         if (gw_upstream_start(app->upstream) < 0) {
-            snprintf(err, errlen, "upstream engine: cannot start its thread");
+            gw_err_set(err, 0, "upstream engine: cannot start its thread");
             return -1;
         }
     }
@@ -220,7 +221,7 @@ int main(int argc, char **argv)
     gw_app app;
     gw_server *srv = NULL;
     gw_metrics_http *mhttp = NULL;
-    char err[256] = "";
+    gw_err err = {0};
     int exit_code = 0;
     sigset_t set;
 
@@ -248,8 +249,8 @@ int main(int argc, char **argv)
     gw_log_min_level = level;
 
     soap_init();
-    if (app_build(&app, &cfg, err, sizeof err) < 0) {
-        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+    if (app_build(&app, &cfg, &err) < 0) {
+        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err.msg);
         exit_code = 1;
         goto out;
     }
@@ -264,9 +265,9 @@ int main(int argc, char **argv)
                                   "Start time of the process since the Unix epoch in seconds", NULL),
                  (int64_t)time(NULL));
 
-    srv = gw_server_start(&app, err, sizeof err);
+    srv = gw_server_start(&app, &err);
     if (srv == NULL) {
-        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+        GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err.msg);
         exit_code = 1;
         goto out;
     }
@@ -274,9 +275,9 @@ int main(int argc, char **argv)
     /* gateway.metrics_listen: /metrics on a listener of its own, started
      * (and its line printed) before the API port's "listening" line */
     if (cfg.metrics_listen != NULL && cfg.metrics_listen[0] != '\0') {
-        mhttp = gw_metrics_http_start(&app, err, sizeof err);
+        mhttp = gw_metrics_http_start(&app, &err);
         if (mhttp == NULL) {
-            GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err);
+            GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err.msg);
             exit_code = 1;
             goto out;
         }

@@ -47,7 +47,7 @@ int gw_metrics_escape(const char *in, char *out, size_t outlen);
 void gw_metrics_reset(void);
 
 /* A number that changes at every gw_metrics_reset(): a caller that keeps
- * series pointers across requests (server.c's per-route cache) checks it
+ * series pointers across requests (gateway/http/access.c's per-route cache) checks it
  * before using one. */
 uint64_t gw_metrics_generation(void);
 

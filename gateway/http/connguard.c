@@ -29,11 +29,11 @@
 
 #include "gateway/metrics.h"
 
-#define GUARD_ID_MAX 128      /* longest request id kept for a 408 (server.c keeps 128) */
+#define GUARD_ID_MAX 128      /* longest request id kept for a 408 (the server keeps 128) */
 #define TICK_MIN_MS 20        /* deadlines are checked at least this far apart... */
 #define TICK_MAX_MS 250       /* ...and at most this far: a tenth of the shorter deadline between */
 #define RESERVE_MAX 64        /* connection slots kept free for new connections, at most */
-#define PROBLEM_URN "urn:marketo-gateway:problem:" /* server.c's problem type prefix */
+#define PROBLEM_URN "urn:marketo-gateway:problem:" /* reply.c's problem type prefix */
 
 /* Where a connection is, as the guard sees it (the low bits of its word). */
 enum {

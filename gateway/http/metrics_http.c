@@ -61,7 +61,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     return rc;
 }
 
-gw_metrics_http *gw_metrics_http_start(gw_app *app, char *err, size_t errlen)
+gw_metrics_http *gw_metrics_http_start(gw_app *app, gw_err *err)
 {
     const char *listen = app->cfg->metrics_listen != NULL ? app->cfg->metrics_listen : "";
     char host[256], portstr[8];
@@ -69,7 +69,7 @@ gw_metrics_http *gw_metrics_http_start(gw_app *app, char *err, size_t errlen)
     struct addrinfo hints = {0}, *res = NULL;
 
     if (gw_config_split_listen(listen, host, sizeof host, &port) < 0) {
-        snprintf(err, errlen, "gateway.metrics_listen: expected host:port");
+        gw_err_set(err, 0, "gateway.metrics_listen: expected host:port");
         return NULL;
     }
     snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
@@ -77,14 +77,14 @@ gw_metrics_http *gw_metrics_http_start(gw_app *app, char *err, size_t errlen)
     hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
     int gai = getaddrinfo(host, portstr, &hints, &res);
     if (gai != 0 || res == NULL) {
-        snprintf(err, errlen, "gateway.metrics_listen: cannot resolve the host (%s)",
-                 gai_strerror(gai));
+        gw_err_set(err, 0, "gateway.metrics_listen: cannot resolve the host (%s)",
+                   gai_strerror(gai));
         return NULL;
     }
     gw_metrics_http *m = calloc(1, sizeof *m);
     if (m == NULL) {
         freeaddrinfo(res);
-        snprintf(err, errlen, "out of memory");
+        gw_err_set(err, 0, "out of memory");
         return NULL;
     }
     m->app = app;
@@ -100,8 +100,8 @@ gw_metrics_http *gw_metrics_http_start(gw_app *app, char *err, size_t errlen)
                                  MHD_OPTION_END);
     freeaddrinfo(res);
     if (m->daemon == NULL) {
-        snprintf(err, errlen, "cannot listen on gateway.metrics_listen %s (address in use or "
-                              "not allowed?)", listen);
+        gw_err_set(err, 0, "cannot listen on gateway.metrics_listen %s (address in use or "
+                           "not allowed?)", listen);
         free(m);
         return NULL;
     }

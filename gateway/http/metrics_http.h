@@ -5,7 +5,7 @@
  * /metrics with the same Prometheus text as the API port would, 404 for any
  * other path and 405 for other methods, without API keys, access log or
  * per-request metrics. The API port then answers /metrics with 404
- * (server.c), so a NetworkPolicy can leave the API port open and keep the
+ * (screen.c), so a NetworkPolicy can leave the API port open and keep the
  * metrics port internal. It keeps serving while the API server drains, and
  * stops with it.
  */
@@ -15,12 +15,13 @@
 #include <stddef.h>
 
 #include "gateway/app.h"
+#include "gateway/err.h"
 
 typedef struct gw_metrics_http gw_metrics_http;
 
 /* Starts the listener on app->cfg->metrics_listen. Returns it, or NULL with
  * err filled. app must outlive it. */
-gw_metrics_http *gw_metrics_http_start(gw_app *app, char *err, size_t errlen);
+gw_metrics_http *gw_metrics_http_start(gw_app *app, gw_err *err);
 
 /* The port actually bound (for a metrics_listen port of 0). */
 unsigned gw_metrics_http_port(gw_metrics_http *m);

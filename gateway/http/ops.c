@@ -1,5 +1,5 @@
 /* gateway/http/ops.c - the operations routes: /healthz, /readyz, /metrics,
- * /openapi.json. None needs an API key (server.c's route table says so).
+ * /openapi.json. None needs an API key (routes.c's route table says so).
  */
 #include <signal.h>
 #include <stdatomic.h>

@@ -13,6 +13,9 @@
  * A gw_req lives from the first byte to libmicrohttpd's completion callback;
  * a suspended request is never freed, so work holding a gw_req may use it
  * until it calls gw_req_resume(), and not after.
+ *
+ * Implemented by server.c and the files beside it in gateway/http/ (one
+ * module; gateway/http/server_internal.h says which file does what).
  */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
@@ -24,6 +27,7 @@
 #include <jansson.h>
 
 #include "gateway/app.h"
+#include "gateway/err.h"
 
 typedef struct gw_req gw_req;
 typedef struct gw_server gw_server;
@@ -66,6 +70,9 @@ void gw_req_reply_json(gw_req *r, unsigned status, json_t *body);
  * "marketo_code"). detail must hold no secret and no key value. */
 void gw_req_reply_problem(gw_req *r, unsigned status, const char *title, const char *detail,
                           json_t *extra);
+/* The problem reply of an error: status e->status (0 counts as 500), the
+ * status's reason phrase as title, e->msg as detail. */
+void gw_req_reply_err(gw_req *r, const gw_err *e);
 /* Any other body (text/plain metrics, the OpenAPI document). Copied. */
 void gw_req_reply_raw(gw_req *r, unsigned status, const char *content_type,
                       const char *body, size_t len);
@@ -100,7 +107,9 @@ void gw_req_suspend(gw_req *r, gw_handler_fn on_resume);
 void gw_req_resume(gw_req *r);
 
 /* ---- the daemon (main.c) ---- */
-gw_server *gw_server_start(gw_app *app, char *err, size_t errlen);
+/* Starts the daemon on app->cfg->listen. Returns it, or NULL with err
+ * filled (status 0: a start-up error, naming the setting). */
+gw_server *gw_server_start(gw_app *app, gw_err *err);
 /* The port actually bound (for listen ports of 0). */
 unsigned gw_server_port(gw_server *s);
 /* Starts the drain: requests that start from now on are answered at once

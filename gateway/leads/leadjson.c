@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,19 +177,6 @@ fail:
 
 /* ---- sync input ------------------------------------------------------------- */
 
-/* Formats the 400 detail into err. Always returns -1. */
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 /* Whether name is [A-Za-z0-9_]{1,64}: safe to echo and to send as attrName. */
 static bool name_ok(const char *name)
 {
@@ -236,8 +222,7 @@ static void format_real(double d, char *buf, size_t len)
 
 /* Converts one attribute value to its string form into a->value. Returns
  * 0, or -1 with err filled. */
-static int attr_value(json_t *v, size_t li, const char *name, mkto_attr *a, char *err,
-                      size_t errlen)
+static int attr_value(json_t *v, size_t li, const char *name, mkto_attr *a, gw_err *err)
 {
     char buf[64];
     const char *s;
@@ -248,7 +233,7 @@ static int attr_value(json_t *v, size_t li, const char *name, mkto_attr *a, char
         slen = json_string_length(v);
         const char *prob = string_problem(s, slen);
         if (prob != NULL)
-            return fail(err, errlen, "leads[%zu].attributes.%s: %s", li, name, prob);
+            return GW_ERR_FAIL(err, 400, "leads[%zu].attributes.%s: %s", li, name, prob);
         break;
     }
     case JSON_INTEGER:
@@ -274,42 +259,41 @@ static int attr_value(json_t *v, size_t li, const char *name, mkto_attr *a, char
         slen = 0;
         break;
     default:
-        return fail(err, errlen,
-                    "leads[%zu].attributes.%s: must be a string, number, boolean or null", li,
-                    name);
+        return GW_ERR_FAIL(err, 400,
+                           "leads[%zu].attributes.%s: must be a string, number, boolean or null",
+                           li, name);
     }
     a->value = strndup(s, slen);
     if (a->value == NULL)
-        return fail(err, errlen, "out of memory");
+        return GW_ERR_FAIL(err, 500, "out of memory");
     return 0;
 }
 
 /* Copies a key string member (email, foreignSysPersonId) into *dst after
  * checking it. null leaves *dst NULL. Returns 0, or -1 with err filled. */
-static int key_string(json_t *v, size_t li, const char *member, char **dst, char *err,
-                      size_t errlen)
+static int key_string(json_t *v, size_t li, const char *member, char **dst, gw_err *err)
 {
     if (json_is_null(v))
         return 0;
     if (!json_is_string(v))
-        return fail(err, errlen, "leads[%zu].%s: must be a string", li, member);
+        return GW_ERR_FAIL(err, 400, "leads[%zu].%s: must be a string", li, member);
     size_t len = json_string_length(v);
     if (len == 0)
-        return fail(err, errlen, "leads[%zu].%s: must not be empty", li, member);
+        return GW_ERR_FAIL(err, 400, "leads[%zu].%s: must not be empty", li, member);
     const char *prob = string_problem(json_string_value(v), len);
     if (prob != NULL)
-        return fail(err, errlen, "leads[%zu].%s: %s", li, member, prob);
+        return GW_ERR_FAIL(err, 400, "leads[%zu].%s: %s", li, member, prob);
     *dst = strndup(json_string_value(v), len);
     if (*dst == NULL)
-        return fail(err, errlen, "out of memory");
+        return GW_ERR_FAIL(err, 500, "out of memory");
     return 0;
 }
 
 /* Validates lead li of the body into l. Returns 0, or -1 with err filled. */
-static int parse_lead(json_t *jl, size_t li, mkto_lead *l, char *err, size_t errlen)
+static int parse_lead(json_t *jl, size_t li, mkto_lead *l, gw_err *err)
 {
     if (!json_is_object(jl))
-        return fail(err, errlen, "leads[%zu]: must be an object", li);
+        return GW_ERR_FAIL(err, 400, "leads[%zu]: must be an object", li);
     const char *member;
     json_t *v;
     json_t *attrs = NULL;
@@ -319,16 +303,15 @@ static int parse_lead(json_t *jl, size_t li, mkto_lead *l, char *err, size_t err
                 continue;
             if (!json_is_integer(v) || json_integer_value(v) < 1 ||
                 json_integer_value(v) > 2147483647)
-                return fail(err, errlen, "leads[%zu].id: must be an integer from 1 to 2147483647",
-                            li);
+                return GW_ERR_FAIL(err, 400,
+                                   "leads[%zu].id: must be an integer from 1 to 2147483647", li);
             l->has_id = true;
             l->id = (int64_t)json_integer_value(v);
         } else if (strcmp(member, "email") == 0) {
-            if (key_string(v, li, "email", &l->email, err, errlen) != 0)
+            if (key_string(v, li, "email", &l->email, err) != 0)
                 return -1;
         } else if (strcmp(member, "foreignSysPersonId") == 0) {
-            if (key_string(v, li, "foreignSysPersonId", &l->foreign_sys_person_id, err,
-                           errlen) != 0)
+            if (key_string(v, li, "foreignSysPersonId", &l->foreign_sys_person_id, err) != 0)
                 return -1;
         } else if (strcmp(member, "foreignSysType") == 0) {
             if (json_is_null(v))
@@ -336,43 +319,44 @@ static int parse_lead(json_t *jl, size_t li, mkto_lead *l, char *err, size_t err
             const char *t = json_string_value(v);
             if (t == NULL || (strcmp(t, "CUSTOM") != 0 && strcmp(t, "SFDC") != 0 &&
                               strcmp(t, "NETSUITE") != 0))
-                return fail(err, errlen,
-                            "leads[%zu].foreignSysType: must be CUSTOM, SFDC or NETSUITE", li);
+                return GW_ERR_FAIL(err, 400,
+                                   "leads[%zu].foreignSysType: must be CUSTOM, SFDC or NETSUITE",
+                                   li);
             l->foreign_sys_type = strdup(t);
             if (l->foreign_sys_type == NULL)
-                return fail(err, errlen, "out of memory");
+                return GW_ERR_FAIL(err, 500, "out of memory");
         } else if (strcmp(member, "attributes") == 0) {
             if (json_is_null(v))
                 continue;
             if (!json_is_object(v))
-                return fail(err, errlen, "leads[%zu].attributes: must be an object", li);
+                return GW_ERR_FAIL(err, 400, "leads[%zu].attributes: must be an object", li);
             attrs = v;
         } else if (name_ok(member) && strlen(member) <= 32) {
-            return fail(err, errlen, "leads[%zu]: unknown member '%s'", li, member);
+            return GW_ERR_FAIL(err, 400, "leads[%zu]: unknown member '%s'", li, member);
         } else {
-            return fail(err, errlen, "leads[%zu]: unknown member", li);
+            return GW_ERR_FAIL(err, 400, "leads[%zu]: unknown member", li);
         }
     }
     if (!l->has_id && l->email == NULL && l->foreign_sys_person_id == NULL)
-        return fail(err, errlen, "leads[%zu]: needs id, email or foreignSysPersonId", li);
+        return GW_ERR_FAIL(err, 400, "leads[%zu]: needs id, email or foreignSysPersonId", li);
 
     if (attrs != NULL && json_object_size(attrs) > 0) {
         l->attrs = calloc(json_object_size(attrs), sizeof(*l->attrs));
         if (l->attrs == NULL)
-            return fail(err, errlen, "out of memory");
+            return GW_ERR_FAIL(err, 500, "out of memory");
         const char *name;
         json_object_foreach(attrs, name, v) {
             if (!name_ok(name))
-                return fail(err, errlen,
-                            "leads[%zu].attributes: invalid attribute name (letters, digits "
-                            "and _ only, 1 to 64)",
-                            li);
+                return GW_ERR_FAIL(err, 400,
+                                   "leads[%zu].attributes: invalid attribute name (letters, digits "
+                                   "and _ only, 1 to 64)",
+                                   li);
             mkto_attr *a = &l->attrs[l->nattrs];
             a->name = strdup(name);
             if (a->name == NULL)
-                return fail(err, errlen, "out of memory");
+                return GW_ERR_FAIL(err, 500, "out of memory");
             l->nattrs++;
-            if (attr_value(v, li, name, a, err, errlen) != 0)
+            if (attr_value(v, li, name, a, err) != 0)
                 return -1;
         }
     }
@@ -410,7 +394,7 @@ static const char *jerr_what(const json_error_t *jerr)
 
 /* Fills err with "request body <what> (line L, column C)" for absolute
  * offset pos of body (1-based, as people count). Returns -1. */
-static int json_fail(const char *body, size_t pos, const char *what, char *err, size_t errlen)
+static int json_fail(const char *body, size_t pos, const char *what, gw_err *err)
 {
     int line = 1, col = 1;
     for (size_t i = 0; i < pos; i++) {
@@ -421,43 +405,41 @@ static int json_fail(const char *body, size_t pos, const char *what, char *err, 
             col++;
         }
     }
-    return fail(err, errlen, "request body %s (line %d, column %d)", what, line, col);
+    return GW_ERR_FAIL(err, 400, "request body %s (line %d, column %d)", what, line, col);
 }
 
 /* Parses the one JSON value that starts at *i into *out (new reference) and
  * moves *i past it. Returns 0, or -1 with err filled. */
-static int next_value(const char *body, size_t len, size_t *i, json_t **out, char *err,
-                      size_t errlen)
+static int next_value(const char *body, size_t len, size_t *i, json_t **out, gw_err *err)
 {
     json_error_t jerr;
     *out = json_loadb(body + *i, len - *i,
                       JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (*out == NULL)
         return json_fail(body, *i + (size_t)(jerr.position > 0 ? jerr.position : 0),
-                         jerr_what(&jerr), err, errlen);
+                         jerr_what(&jerr), err);
     *i += (size_t)jerr.position;
     return 0;
 }
 
 /* Expects byte c at the next non-whitespace offset after *i; moves past it. */
-static int expect(const char *body, size_t len, size_t *i, char c, char *err, size_t errlen)
+static int expect(const char *body, size_t len, size_t *i, char c, gw_err *err)
 {
     *i = skip_ws(body, len, *i);
     if (*i >= len || body[*i] != c)
-        return json_fail(body, *i, jerr_what(NULL), err, errlen);
+        return json_fail(body, *i, jerr_what(NULL), err);
     (*i)++;
     return 0;
 }
 
 /* Appends lead li's place in the body (and its id) to out->spans. */
-static int add_span(gw_sync_body *out, size_t off, size_t n, const mkto_lead *l, char *err,
-                    size_t errlen)
+static int add_span(gw_sync_body *out, size_t off, size_t n, const mkto_lead *l, gw_err *err)
 {
     if (out->nleads == out->cap) {
         size_t ncap = out->cap ? out->cap * 2 : 64;
         gw_sync_span *ns = realloc(out->spans, ncap * sizeof *ns);
         if (ns == NULL)
-            return fail(err, errlen, "out of memory");
+            return GW_ERR_FAIL(err, 500, "out of memory");
         out->spans = ns;
         out->cap = ncap;
     }
@@ -471,39 +453,39 @@ static int add_span(gw_sync_body *out, size_t off, size_t n, const mkto_lead *l,
 /* Walks the "leads" array that starts at *i: checks every lead, keeps its
  * place. Returns 0, or -1 with err filled. */
 static int scan_leads(const char *body, size_t len, size_t *i, size_t max_leads,
-                      gw_sync_body *out, char *err, size_t errlen)
+                      gw_sync_body *out, gw_err *err)
 {
     *i = skip_ws(body, len, *i);
     if (*i >= len || body[*i] != '[') {
         /* not an array: say so if it is a value at all */
         json_t *v = NULL;
-        if (next_value(body, len, i, &v, err, errlen) != 0)
+        if (next_value(body, len, i, &v, err) != 0)
             return -1;
         json_decref(v);
-        return fail(err, errlen, "leads: must be an array");
+        return GW_ERR_FAIL(err, 400, "leads: must be an array");
     }
     (*i)++;
     *i = skip_ws(body, len, *i);
     if (*i < len && body[*i] == ']') {
         (*i)++;
-        return fail(err, errlen, "leads: must not be empty");
+        return GW_ERR_FAIL(err, 400, "leads: must not be empty");
     }
     for (;;) {
         *i = skip_ws(body, len, *i);
         size_t start = *i;
         json_t *jl = NULL;
-        if (next_value(body, len, i, &jl, err, errlen) != 0)
+        if (next_value(body, len, i, &jl, err) != 0)
             return -1;
         if (out->nleads >= max_leads) {
             json_decref(jl);
-            return fail(err, errlen, "leads: at most %zu leads per request", max_leads);
+            return GW_ERR_FAIL(err, 400, "leads: at most %zu leads per request", max_leads);
         }
         mkto_lead l;
         memset(&l, 0, sizeof l);
-        int rc = parse_lead(jl, out->nleads, &l, err, errlen);
+        int rc = parse_lead(jl, out->nleads, &l, err);
         json_decref(jl);
         if (rc == 0)
-            rc = add_span(out, start, *i - start, &l, err, errlen);
+            rc = add_span(out, start, *i - start, &l, err);
         mkto_lead_clear(&l);
         if (rc != 0)
             return -1;
@@ -512,12 +494,12 @@ static int scan_leads(const char *body, size_t len, size_t *i, size_t max_leads,
             (*i)++;
             continue;
         }
-        return expect(body, len, i, ']', err, errlen);
+        return expect(body, len, i, ']', err);
     }
 }
 
 int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_body *out,
-                      char *err, size_t errlen)
+                      gw_err *err)
 {
     int rc = -1;
     size_t i = 0;
@@ -527,22 +509,22 @@ int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_bo
     memset(out, 0, sizeof *out);
     out->dedup = true;
     if (body == NULL || len == 0) {
-        rc = fail(err, errlen, "request body is empty");
+        rc = GW_ERR_FAIL(err, 400, "request body is empty");
         goto out;
     }
     if (len > GW_SYNC_MAX_BODY) {
-        rc = fail(err, errlen, "request body larger than %u bytes", GW_SYNC_MAX_BODY);
+        rc = GW_ERR_FAIL(err, 400, "request body larger than %u bytes", GW_SYNC_MAX_BODY);
         goto out;
     }
     i = skip_ws(body, len, 0);
     if (i < len && body[i] != '{') {
         /* valid JSON that is not an object, or not JSON at all */
-        if (next_value(body, len, &i, &v, err, errlen) != 0)
+        if (next_value(body, len, &i, &v, err) != 0)
             goto out;
-        rc = fail(err, errlen, "request body must be a JSON object");
+        rc = GW_ERR_FAIL(err, 400, "request body must be a JSON object");
         goto out;
     }
-    if (expect(body, len, &i, '{', err, errlen) != 0)
+    if (expect(body, len, &i, '{', err) != 0)
         goto out;
     i = skip_ws(body, len, i);
     if (i < len && body[i] == '}') {
@@ -552,42 +534,42 @@ int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_bo
             i = skip_ws(body, len, i);
             size_t at = i;
             if (i >= len || body[i] != '"') {
-                json_fail(body, i, jerr_what(NULL), err, errlen);
+                json_fail(body, i, jerr_what(NULL), err);
                 goto out;
             }
-            if (next_value(body, len, &i, &v, err, errlen) != 0)
+            if (next_value(body, len, &i, &v, err) != 0)
                 goto out;
             const char *member = json_string_value(v);
-            if (expect(body, len, &i, ':', err, errlen) != 0)
+            if (expect(body, len, &i, ':', err) != 0)
                 goto out;
             if (strcmp(member, "leads") == 0 || strcmp(member, "dedup") == 0) {
                 bool *seen = member[0] == 'l' ? &seen_leads : &seen_dedup;
                 if (*seen) {
-                    json_fail(body, at, "has a duplicate member", err, errlen);
+                    json_fail(body, at, "has a duplicate member", err);
                     goto out;
                 }
                 *seen = true;
             }
             if (strcmp(member, "leads") == 0) {
-                if (scan_leads(body, len, &i, max_leads, out, err, errlen) != 0)
+                if (scan_leads(body, len, &i, max_leads, out, err) != 0)
                     goto out;
             } else if (strcmp(member, "dedup") == 0) {
                 json_t *d = NULL;
                 i = skip_ws(body, len, i);
-                if (next_value(body, len, &i, &d, err, errlen) != 0)
+                if (next_value(body, len, &i, &d, err) != 0)
                     goto out;
                 bool ok = json_is_boolean(d);
                 out->dedup = json_is_true(d);
                 json_decref(d);
                 if (!ok) {
-                    fail(err, errlen, "dedup: must be true or false");
+                    gw_err_set(err, 400, "dedup: must be true or false");
                     goto out;
                 }
             } else if (name_ok(member) && strlen(member) <= 32) {
-                fail(err, errlen, "unknown member '%s'", member);
+                gw_err_set(err, 400, "unknown member '%s'", member);
                 goto out;
             } else {
-                fail(err, errlen, "unknown member");
+                gw_err_set(err, 400, "unknown member");
                 goto out;
             }
             json_decref(v);
@@ -597,18 +579,18 @@ int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_bo
                 i++;
                 continue;
             }
-            if (expect(body, len, &i, '}', err, errlen) != 0)
+            if (expect(body, len, &i, '}', err) != 0)
                 goto out;
             break;
         }
     }
     i = skip_ws(body, len, i);
     if (i != len) {
-        json_fail(body, i, jerr_what(NULL), err, errlen);
+        json_fail(body, i, jerr_what(NULL), err);
         goto out;
     }
     if (!seen_leads) {
-        fail(err, errlen, "leads: required");
+        gw_err_set(err, 400, "leads: required");
         goto out;
     }
     rc = 0;
@@ -620,15 +602,15 @@ out:
 }
 
 int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, size_t n,
-                       mkto_lead *out, char *err, size_t errlen)
+                       mkto_lead *out, gw_err *err)
 {
     size_t done = 0;
     for (; done < n && first + done < b->nleads; done++) {
         const gw_sync_span *sp = &b->spans[first + done];
         json_error_t jerr;
         json_t *jl = json_loadb(body + sp->off, sp->len, JSON_REJECT_DUPLICATES, &jerr);
-        int rc = jl != NULL ? parse_lead(jl, first + done, &out[done], err, errlen)
-                            : fail(err, errlen, "out of memory");
+        int rc = jl != NULL ? parse_lead(jl, first + done, &out[done], err)
+                            : GW_ERR_FAIL(err, 500, "out of memory");
         json_decref(jl);
         if (rc != 0) {
             for (size_t k = 0; k <= done; k++)
@@ -649,18 +631,18 @@ void gw_sync_body_clear(gw_sync_body *b)
 }
 
 int gw_sync_request_parse(const char *body, size_t len, size_t max_leads,
-                          gw_sync_request *out, char *err, size_t errlen)
+                          gw_sync_request *out, gw_err *err)
 {
     gw_sync_body b;
-    if (gw_sync_body_scan(body, len, max_leads, &b, err, errlen) != 0)
+    if (gw_sync_body_scan(body, len, max_leads, &b, err) != 0)
         return -1;
     out->dedup = b.dedup;
     out->leads = calloc(b.nleads, sizeof *out->leads);
     if (out->leads == NULL) {
         gw_sync_body_clear(&b);
-        return fail(err, errlen, "out of memory");
+        return GW_ERR_FAIL(err, 500, "out of memory");
     }
-    int rc = gw_sync_body_leads(&b, body, 0, b.nleads, out->leads, err, errlen);
+    int rc = gw_sync_body_leads(&b, body, 0, b.nleads, out->leads, err);
     if (rc == 0)
         out->nleads = b.nleads;
     else

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "gateway/err.h"
 #include "soap/soap.h"
 
 /* New reference to the JSON object of one lead, or NULL on no memory. */
@@ -43,7 +44,7 @@ typedef struct gw_sync_request {
  * Returns 0, or -1 with a 400 "detail" message in err (naming the index of
  * the offending lead, never its values). out must be zeroed; clear it after. */
 int gw_sync_request_parse(const char *body, size_t len, size_t max_leads,
-                          gw_sync_request *out, char *err, size_t errlen);
+                          gw_sync_request *out, gw_err *err);
 
 /* Frees everything; leaves r zeroed. */
 void gw_sync_request_clear(gw_sync_request *r);
@@ -69,13 +70,13 @@ typedef struct gw_sync_body {
  * one gw_sync_span per lead. Returns 0, or -1 with a 400 "detail" in err.
  * Clear out after (also after a failure; it is then empty). */
 int gw_sync_body_scan(const char *body, size_t len, size_t max_leads, gw_sync_body *out,
-                      char *err, size_t errlen);
+                      gw_err *err);
 
 /* Converts leads [first, first + n) of a scanned body (the same bytes) into
  * out[0..n), which must be zeroed. Returns 0, or -1 (no memory) with
  * out cleared. */
 int gw_sync_body_leads(const gw_sync_body *b, const char *body, size_t first, size_t n,
-                       mkto_lead *out, char *err, size_t errlen);
+                       mkto_lead *out, gw_err *err);
 
 /* Frees the spans; leaves b empty. */
 void gw_sync_body_clear(gw_sync_body *b);

@@ -885,7 +885,6 @@ static bool selector_agrees(const gw_selector *req, const gw_selector *cur)
 static void serve_page(gw_req *r, lk_state *st)
 {
     gw_app *app = gw_req_app(r);
-    char err[256];
 
     if (st->sel.cursor) {
         gw_cursor c = {0};
@@ -901,7 +900,8 @@ static void serve_page(gw_req *r, lk_state *st)
             return;
         }
         gw_selector bound = {0};
-        if (gw_query_parse_string(c.binding, &app->qlimits, &bound, err, sizeof err) != 0 ||
+        gw_err err = {0}; /* any error in a bound selector is "invalid cursor" */
+        if (gw_query_parse_string(c.binding, &app->qlimits, &bound, &err) != 0 ||
             bound.kind == MKTO_SEL_KEYS || bound.cursor) {
             gw_selector_clear(&bound);
             gw_cursor_clear(&c);
@@ -970,7 +970,7 @@ static void serve_query(gw_req *r, const char *const *names, const char *const *
                         bool by_id)
 {
     gw_app *app = gw_req_app(r);
-    char err[256];
+    gw_err err = {400, "invalid query"}; /* in case the parser names nothing */
     lk_state *st = calloc(1, sizeof *st);
     if (!st) {
         no_memory(r);
@@ -978,9 +978,8 @@ static void serve_query(gw_req *r, const char *const *names, const char *const *
     }
     gw_req_set_state(r, st, lk_state_free);
     st->by_id = by_id;
-    err[0] = '\0';
-    if (gw_query_parse(names, values, n, &app->qlimits, &st->sel, err, sizeof err) != 0) {
-        bad_request(r, err[0] ? err : "invalid query");
+    if (gw_query_parse(names, values, n, &app->qlimits, &st->sel, &err) != 0) {
+        gw_req_reply_err(r, &err);
         return;
     }
     if (!st->sel.has_selector && !st->sel.cursor) {

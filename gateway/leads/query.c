@@ -26,7 +26,6 @@
  */
 #include "gateway/leads/query.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,19 +87,6 @@ const char *gw_key_param_name(mkto_key_type t)
     return NULL;
 }
 
-/* Formats the 400 detail into err. Always returns -1. */
-__attribute__((format(printf, 3, 4))) static int fail(char *err, size_t errlen,
-                                                      const char *fmt, ...)
-{
-    if (err != NULL && errlen > 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
-
 bool gw_utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
@@ -145,24 +131,24 @@ bool gw_utf8_valid(const char *str, size_t len)
 
 /* Checks one value (key item or list name) of parameter pname: non-empty,
  * bounded, no control characters, valid UTF-8. Returns 0 or -1 with err. */
-static int check_value(const char *pname, const char *v, size_t len, char *err, size_t errlen)
+static int check_value(const char *pname, const char *v, size_t len, gw_err *err)
 {
     if (len == 0)
-        return fail(err, errlen, "%s: empty value", pname);
+        return GW_ERR_FAIL(err, 400, "%s: empty value", pname);
     if (len > GW_QUERY_MAX_VALUE)
-        return fail(err, errlen, "%s: value longer than %d bytes", pname, GW_QUERY_MAX_VALUE);
+        return GW_ERR_FAIL(err, 400, "%s: value longer than %d bytes", pname, GW_QUERY_MAX_VALUE);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)v[i];
         if (c < 0x20 || c == 0x7f)
-            return fail(err, errlen, "%s: control character in value", pname);
+            return GW_ERR_FAIL(err, 400, "%s: control character in value", pname);
         /* U+FFFE and U+FFFF are valid UTF-8 but not XML characters: the
          * envelope builder would refuse them after a slot was spent */
         if (c == 0xEF && i + 2 < len && (unsigned char)v[i + 1] == 0xBF &&
             ((unsigned char)v[i + 2] == 0xBE || (unsigned char)v[i + 2] == 0xBF))
-            return fail(err, errlen, "%s: character XML cannot carry in value", pname);
+            return GW_ERR_FAIL(err, 400, "%s: character XML cannot carry in value", pname);
     }
     if (!gw_utf8_valid(v, len))
-        return fail(err, errlen, "%s: value is not valid UTF-8", pname);
+        return GW_ERR_FAIL(err, 400, "%s: value is not valid UTF-8", pname);
     return 0;
 }
 
@@ -255,7 +241,7 @@ static void key_set_free(key_set *ks)
 
 /* Splits one value of key parameter d on ',' and adds each item. */
 static int add_key_items(const param_def *d, const char *value, const gw_query_limits *lim,
-                         key_set *ks, char *err, size_t errlen)
+                         key_set *ks, gw_err *err)
 {
     const char *p = value;
     for (;;) {
@@ -268,7 +254,7 @@ static int add_key_items(const param_def *d, const char *value, const gw_query_l
         }
         while (len > 0 && item[len - 1] == ' ')
             len--;
-        if (check_value(d->name, item, len, err, errlen) != 0)
+        if (check_value(d->name, item, len, err) != 0)
             return -1;
 
         char raw[GW_QUERY_MAX_VALUE + 1];
@@ -276,21 +262,21 @@ static int add_key_items(const param_def *d, const char *value, const gw_query_l
         if (d->key == MKTO_KEY_IDNUM) {
             int64_t id;
             if (parse_pos_int(item, len, &id) != 0)
-                return fail(err, errlen,
-                            "id: each value must be a positive integer up to 2147483647");
+                return GW_ERR_FAIL(err, 400,
+                                   "id: each value must be a positive integer up to 2147483647");
             snprintf(raw, sizeof(raw), "%lld", (long long)id);
         } else {
             memcpy(raw, item, len);
             raw[len] = '\0';
         }
         if (mkto_key_normalize(d->key, raw, norm, sizeof(norm)) != 0)
-            return fail(err, errlen, "%s: value longer than %d bytes", d->name,
-                        GW_QUERY_MAX_VALUE);
+            return GW_ERR_FAIL(err, 400, "%s: value longer than %d bytes", d->name,
+                               GW_QUERY_MAX_VALUE);
         int added = key_set_add(ks, norm);
         if (added < 0)
-            return fail(err, errlen, "out of memory");
+            return GW_ERR_FAIL(err, 500, "out of memory");
         if (added > 0 && ks->n > lim->max_keys)
-            return fail(err, errlen, "too many keys: at most %zu per request", lim->max_keys);
+            return GW_ERR_FAIL(err, 400, "too many keys: at most %zu per request", lim->max_keys);
         if (end == NULL)
             return 0;
         p = end + 1;
@@ -314,8 +300,7 @@ static bool field_name_ok(const char *name, size_t len)
 }
 
 /* Splits one fields= value and appends the names to *fields. */
-static int add_field_items(const char *value, char ***fields, size_t *n, char *err,
-                           size_t errlen)
+static int add_field_items(const char *value, char ***fields, size_t *n, gw_err *err)
 {
     const char *p = value;
     for (;;) {
@@ -329,22 +314,22 @@ static int add_field_items(const char *value, char ***fields, size_t *n, char *e
         while (len > 0 && item[len - 1] == ' ')
             len--;
         if (len == 0)
-            return fail(err, errlen, "fields: empty name");
+            return GW_ERR_FAIL(err, 400, "fields: empty name");
         if (!field_name_ok(item, len))
-            return fail(err, errlen,
-                        "fields: names are letters, digits and _ (1 to %d characters)",
-                        MAX_FIELD_NAME);
+            return GW_ERR_FAIL(err, 400,
+                               "fields: names are letters, digits and _ (1 to %d characters)",
+                               MAX_FIELD_NAME);
         if (*n >= MAX_FIELD_ITEMS)
-            return fail(err, errlen, "fields: at most %d names", MAX_FIELDS);
+            return GW_ERR_FAIL(err, 400, "fields: at most %d names", MAX_FIELDS);
         if (*n % 16 == 0) {
             char **nf = realloc(*fields, (*n + 16) * sizeof(*nf));
             if (nf == NULL)
-                return fail(err, errlen, "out of memory");
+                return GW_ERR_FAIL(err, 500, "out of memory");
             *fields = nf;
         }
         (*fields)[*n] = strndup(item, len);
         if ((*fields)[*n] == NULL)
-            return fail(err, errlen, "out of memory");
+            return GW_ERR_FAIL(err, 500, "out of memory");
         (*n)++;
         if (end == NULL)
             return 0;
@@ -358,11 +343,11 @@ static int cmp_str(const void *a, const void *b)
 }
 
 /* Sorts and deduplicates s->fields, checks the count, builds s->fieldset. */
-static int finish_fields(gw_selector *s, char *err, size_t errlen)
+static int finish_fields(gw_selector *s, gw_err *err)
 {
     if (s->nfields == 0) {
         s->fieldset = strdup("");
-        return s->fieldset == NULL ? fail(err, errlen, "out of memory") : 0;
+        return s->fieldset == NULL ? GW_ERR_FAIL(err, 500, "out of memory") : 0;
     }
     qsort(s->fields, s->nfields, sizeof(*s->fields), cmp_str);
     size_t w = 1;
@@ -374,13 +359,13 @@ static int finish_fields(gw_selector *s, char *err, size_t errlen)
     }
     s->nfields = w;
     if (s->nfields > MAX_FIELDS)
-        return fail(err, errlen, "fields: at most %d names", MAX_FIELDS);
+        return GW_ERR_FAIL(err, 400, "fields: at most %d names", MAX_FIELDS);
     size_t total = 0;
     for (size_t i = 0; i < s->nfields; i++)
         total += strlen(s->fields[i]) + 1;
     s->fieldset = malloc(total);
     if (s->fieldset == NULL)
-        return fail(err, errlen, "out of memory");
+        return GW_ERR_FAIL(err, 500, "out of memory");
     size_t o = 0;
     for (size_t i = 0; i < s->nfields; i++) {
         size_t l = strlen(s->fields[i]);
@@ -396,12 +381,12 @@ static int finish_fields(gw_selector *s, char *err, size_t errlen)
 /* ---- the parser ---------------------------------------------------------------- */
 
 /* Parses an updatedSince/updatedUntil value. */
-static int parse_time(const char *pname, const char *v, int64_t *out, char *err, size_t errlen)
+static int parse_time(const char *pname, const char *v, int64_t *out, gw_err *err)
 {
     time_t t;
     if (strlen(v) > MAX_TIMESTAMP || soap_timestamp_parse(v, &t) != SOAP_OK || t < 0)
-        return fail(err, errlen,
-                    "%s: must be an RFC 3339 date-time such as 2024-01-31T00:00:00Z", pname);
+        return GW_ERR_FAIL(err, 400,
+                           "%s: must be an RFC 3339 date-time such as 2024-01-31T00:00:00Z", pname);
     *out = (int64_t)t;
     return 0;
 }
@@ -424,7 +409,7 @@ static bool is_selector(param_kind k)
 
 /* Reports an unknown parameter, echoing its name only when it is short and
  * made of name characters (so neither a value nor junk is reflected). */
-static int unknown_param(const char *name, char *err, size_t errlen)
+static int unknown_param(const char *name, gw_err *err)
 {
     size_t len = strlen(name);
     bool safe = len > 0 && len <= 32;
@@ -434,12 +419,12 @@ static int unknown_param(const char *name, char *err, size_t errlen)
                c == '_' || c == '-' || c == '.';
     }
     if (safe)
-        return fail(err, errlen, "unknown parameter '%s'", name);
-    return fail(err, errlen, "unknown parameter");
+        return GW_ERR_FAIL(err, 400, "unknown parameter '%s'", name);
+    return GW_ERR_FAIL(err, 400, "unknown parameter");
 }
 
 int gw_query_parse(const char *const *names, const char *const *values, size_t n,
-                   const gw_query_limits *lim, gw_selector *out, char *err, size_t errlen)
+                   const gw_query_limits *lim, gw_selector *out, gw_err *err)
 {
     int rc = -1;
     key_set ks = {0};
@@ -447,27 +432,25 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
     bool seen[P__COUNT] = {false};      /* non-key parameters seen */
     const char *until_value = NULL;     /* updatedUntil, checked after updatedSince */
 
-    if (err != NULL && errlen > 0)
-        err[0] = '\0';
     for (size_t i = 0; i < n; i++) {
         const char *name = names[i] != NULL ? names[i] : "";
         const char *value = values[i] != NULL ? values[i] : "";
         const param_def *d = find_param(name);
         if (d == NULL) {
-            unknown_param(name, err, errlen);
+            unknown_param(name, err);
             goto out;
         }
         if (is_selector(d->kind)) {
             if (selector != NULL && selector != d) {
-                fail(err, errlen, "only one selector per request: got %s and %s",
-                     selector->name, d->name);
+                gw_err_set(err, 400, "only one selector per request: got %s and %s",
+                           selector->name, d->name);
                 goto out;
             }
             selector = d;
         }
         if (d->kind != P_KEY && d->kind != P_FIELDS) {
             if (seen[d->kind]) {
-                fail(err, errlen, "parameter '%s' given more than once", d->name);
+                gw_err_set(err, 400, "parameter '%s' given more than once", d->name);
                 goto out;
             }
             seen[d->kind] = true;
@@ -475,39 +458,39 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
 
         switch (d->kind) {
         case P_KEY:
-            if (add_key_items(d, value, lim, &ks, err, errlen) != 0)
+            if (add_key_items(d, value, lim, &ks, err) != 0)
                 goto out;
             break;
         case P_STATIC_LIST:
-            if (check_value(d->name, value, strlen(value), err, errlen) != 0)
+            if (check_value(d->name, value, strlen(value), err) != 0)
                 goto out;
             out->list_name = strdup(value);
             if (out->list_name == NULL) {
-                fail(err, errlen, "out of memory");
+                gw_err_set(err, 500, "out of memory");
                 goto out;
             }
             break;
         case P_STATIC_LIST_ID:
             if (parse_pos_int(value, strlen(value), &out->list_id) != 0) {
-                fail(err, errlen, "staticListId: must be a positive integer up to 2147483647");
+                gw_err_set(err, 400, "staticListId: must be a positive integer up to 2147483647");
                 goto out;
             }
             break;
         case P_UPDATED_SINCE:
-            if (parse_time(d->name, value, &out->updated_since, err, errlen) != 0)
+            if (parse_time(d->name, value, &out->updated_since, err) != 0)
                 goto out;
             break;
         case P_UPDATED_UNTIL:
             until_value = value;
             break;
         case P_FIELDS:
-            if (add_field_items(value, &out->fields, &out->nfields, err, errlen) != 0)
+            if (add_field_items(value, &out->fields, &out->nfields, err) != 0)
                 goto out;
             break;
         case P_LIMIT: {
             int64_t v;
             if (parse_pos_int(value, strlen(value), &v) != 0 || v > lim->max_page_size) {
-                fail(err, errlen, "limit: must be an integer from 1 to %d", lim->max_page_size);
+                gw_err_set(err, 400, "limit: must be an integer from 1 to %d", lim->max_page_size);
                 goto out;
             }
             out->limit = (int)v;
@@ -523,12 +506,12 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
                      c == '_' || c == '-' || c == '.';
             }
             if (!ok) {
-                fail(err, errlen, "cursor: malformed");
+                gw_err_set(err, 400, "cursor: malformed");
                 goto out;
             }
             out->cursor = strdup(value);
             if (out->cursor == NULL) {
-                fail(err, errlen, "out of memory");
+                gw_err_set(err, 500, "out of memory");
                 goto out;
             }
             break;
@@ -540,34 +523,36 @@ int gw_query_parse(const char *const *names, const char *const *values, size_t n
 
     if (until_value != NULL) {
         if (selector == NULL || selector->kind != P_UPDATED_SINCE) {
-            fail(err, errlen, "updatedUntil applies to updatedSince lookups");
+            gw_err_set(err, 400, "updatedUntil applies to updatedSince lookups");
             goto out;
         }
-        if (parse_time("updatedUntil", until_value, &out->updated_until, err, errlen) != 0)
+        if (parse_time("updatedUntil", until_value, &out->updated_until, err) != 0)
             goto out;
         if (out->updated_until <= out->updated_since) {
-            fail(err, errlen, "updatedUntil must be later than updatedSince");
+            gw_err_set(err, 400, "updatedUntil must be later than updatedSince");
             goto out;
         }
     }
     if (selector == NULL && out->cursor == NULL) {
-        fail(err, errlen,
-             "a selector is required: one of id, email, cookie, leadOwnerEmail, "
-             "sfdcAccountId, sfdcContactId, sfdcLeadId, sfdcLeadOwnerId, sfdcOpptyId, "
-             "staticList, staticListId, updatedSince");
+        gw_err_set(err, 400,
+                   "a selector is required: one of id, email, cookie, leadOwnerEmail, "
+                   "sfdcAccountId, sfdcContactId, sfdcLeadId, sfdcLeadOwnerId, sfdcOpptyId, "
+                   "staticList, staticListId, updatedSince");
         goto out;
     }
     if (selector != NULL && selector->kind == P_KEY) {
         if (out->cursor != NULL) {
-            fail(err, errlen, "cursor applies to staticList, staticListId and updatedSince lookups");
+            gw_err_set(err, 400,
+                       "cursor applies to staticList, staticListId and updatedSince lookups");
             goto out;
         }
         if (out->has_limit) {
-            fail(err, errlen, "limit applies to staticList, staticListId and updatedSince lookups");
+            gw_err_set(err, 400,
+                       "limit applies to staticList, staticListId and updatedSince lookups");
             goto out;
         }
     }
-    if (finish_fields(out, err, errlen) != 0)
+    if (finish_fields(out, err) != 0)
         goto out;
 
     out->has_selector = selector != NULL;
@@ -618,11 +603,11 @@ static int hexval(char c)
 
 /* Percent-decodes s[0..len) ('+' is a space) into a malloc'd string.
  * Returns NULL with err filled on a bad escape or %00. */
-static char *pct_decode(const char *s, size_t len, char *err, size_t errlen)
+static char *pct_decode(const char *s, size_t len, gw_err *err)
 {
     char *out = malloc(len + 1);
     if (out == NULL) {
-        fail(err, errlen, "out of memory");
+        gw_err_set(err, 500, "out of memory");
         return NULL;
     }
     size_t o = 0;
@@ -635,13 +620,13 @@ static char *pct_decode(const char *s, size_t len, char *err, size_t errlen)
             int lo = i + 2 < len ? hexval(s[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 free(out);
-                fail(err, errlen, "malformed percent-encoding in the query string");
+                gw_err_set(err, 400, "malformed percent-encoding in the query string");
                 return NULL;
             }
             char v = (char)(hi * 16 + lo);
             if (v == '\0') {
                 free(out);
-                fail(err, errlen, "NUL byte in the query string");
+                gw_err_set(err, 400, "NUL byte in the query string");
                 return NULL;
             }
             out[o++] = v;
@@ -655,7 +640,7 @@ static char *pct_decode(const char *s, size_t len, char *err, size_t errlen)
 }
 
 int gw_query_parse_string(const char *qs, const gw_query_limits *lim, gw_selector *out,
-                          char *err, size_t errlen)
+                          gw_err *err)
 {
     int rc = -1;
     size_t cap = 1;
@@ -672,7 +657,7 @@ int gw_query_parse_string(const char *qs, const gw_query_limits *lim, gw_selecto
     names = calloc(cap, sizeof(*names));
     values = calloc(cap, sizeof(*values));
     if (names == NULL || values == NULL) {
-        fail(err, errlen, "out of memory");
+        gw_err_set(err, 500, "out of memory");
         goto out;
     }
     const char *p = qs;
@@ -682,16 +667,16 @@ int gw_query_parse_string(const char *qs, const gw_query_limits *lim, gw_selecto
         if (len > 0) {
             const char *eq = memchr(p, '=', len);
             size_t nlen = eq != NULL ? (size_t)(eq - p) : len;
-            names[n] = pct_decode(p, nlen, err, errlen);
+            names[n] = pct_decode(p, nlen, err);
             if (names[n] == NULL)
                 goto out;
-            values[n] = eq != NULL ? pct_decode(eq + 1, len - nlen - 1, err, errlen)
+            values[n] = eq != NULL ? pct_decode(eq + 1, len - nlen - 1, err)
                                    : strdup("");
             if (values[n] == NULL) {
                 free(names[n]);
                 names[n] = NULL;
                 if (eq == NULL)
-                    fail(err, errlen, "out of memory");
+                    gw_err_set(err, 500, "out of memory");
                 goto out;
             }
             n++;
@@ -700,8 +685,7 @@ int gw_query_parse_string(const char *qs, const gw_query_limits *lim, gw_selecto
             break;
         p = amp + 1;
     }
-    rc = gw_query_parse((const char *const *)names, (const char *const *)values, n, lim, out,
-                        err, errlen);
+    rc = gw_query_parse((const char *const *)names, (const char *const *)values, n, lim, out, err);
 out:
     for (size_t i = 0; i < n; i++) {
         free(names[i]);

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "marketo/leadkey.h"
+#include "gateway/err.h"
 #include "soap/soap.h"
 
 /* Longest single key value or list name, bytes: the longest key lead-key
@@ -48,11 +49,11 @@ typedef struct gw_selector {
  * parameters; "email=a,b" and "email=a&email=b" are the same). Returns 0, or
  * -1 with a message in err. out must be zeroed; clear it after either. */
 int gw_query_parse(const char *const *names, const char *const *values, size_t n,
-                   const gw_query_limits *lim, gw_selector *out, char *err, size_t errlen);
+                   const gw_query_limits *lim, gw_selector *out, gw_err *err);
 
 /* Parses a raw query string ("a=b&c=d", percent-encoded) the same way. */
 int gw_query_parse_string(const char *qs, const gw_query_limits *lim, gw_selector *out,
-                          char *err, size_t errlen);
+                          gw_err *err);
 
 /* The canonical query string of a selector's list/updated-at selector,
  * fields and limit, without the cursor: what a cursor is bound to, and what

@@ -251,8 +251,8 @@ static json_t *result_for(size_t idx, int64_t in_id, const gw_job *j, size_t k,
     if (!res)
         return NULL;
     const char *status;
-    char err[256];
-    err[0] = '\0';
+    char why[256]; /* the result's "error" member: a lead's outcome, not an error of the request */
+    why[0] = '\0';
     int64_t id = in_id;
 
     if (j->outcome == GW_OUT_OK) {
@@ -272,29 +272,29 @@ static json_t *result_for(size_t idx, int64_t in_id, const gw_job *j, size_t k,
             default:
                 status = "FAILED";
                 (*failed)++;
-                snprintf(err, sizeof err, "%s", s->error ? s->error : "Marketo reported a failure");
+                snprintf(why, sizeof why, "%s", s->error ? s->error : "Marketo reported a failure");
                 break;
             }
         } else {
             status = "FAILED";
             (*failed)++;
-            snprintf(err, sizeof err, "no status returned by Marketo");
+            snprintf(why, sizeof why, "no status returned by Marketo");
         }
     } else if (j->outcome == GW_OUT_FAULT) {
         status = "FAILED";
         (*failed)++;
-        snprintf(err, sizeof err, "Marketo fault %d", j->fault.code);
+        snprintf(why, sizeof why, "Marketo fault %d", j->fault.code);
     } else {
         status = "NOT_SENT";
         (*not_sent)++;
-        snprintf(err, sizeof err, "%s%s", not_sent_reason(j),
+        snprintf(why, sizeof why, "%s%s", not_sent_reason(j),
                  j->maybe_applied ? "; the batch may have been applied" : "");
     }
     int rc = json_object_set_new(res, "index", json_integer((json_int_t)idx));
     rc |= json_object_set_new(res, "id", id > 0 ? json_integer((json_int_t)id) : json_null());
     rc |= json_object_set_new(res, "status", json_string(status));
-    if (err[0])
-        rc |= json_object_set_new(res, "error", json_string(err));
+    if (why[0])
+        rc |= json_object_set_new(res, "error", json_string(why));
     if (rc != 0) {
         json_decref(res);
         return NULL;
@@ -310,11 +310,11 @@ static void sync_on_resume(gw_req *r);
 static int submit_wave(gw_req *r, sy_state *st)
 {
     gw_app *app = gw_req_app(r);
-    char err[256];
+    gw_err err = {0}; /* the body was checked whole: only memory can fail here */
     size_t n = st->body.nleads - st->first;
     if (n > st->wave * st->batch)
         n = st->wave * st->batch;
-    if (gw_sync_body_leads(&st->body, st->text, st->first, n, st->leads, err, sizeof err) != 0)
+    if (gw_sync_body_leads(&st->body, st->text, st->first, n, st->leads, &err) != 0)
         return -1;
     st->nleads = n;
     st->njobs = (n + st->batch - 1) / st->batch;
@@ -474,7 +474,7 @@ void gw_handle_sync(gw_req *r)
 {
     gw_app *app = gw_req_app(r);
     const gw_config *cfg = app->cfg;
-    char err[256];
+    gw_err err = {400, "invalid sync body"}; /* in case the scan names nothing */
     size_t len = 0;
     const char *body = gw_req_body(r, &len);
 
@@ -486,10 +486,9 @@ void gw_handle_sync(gw_req *r)
     gw_req_set_state(r, st, sy_state_free);
     st->text = body ? body : "";
     st->text_len = len;
-    err[0] = '\0';
     size_t max_leads = cfg->max_sync_leads > 0 ? (size_t)cfg->max_sync_leads : 10000;
-    if (gw_sync_body_scan(st->text, len, max_leads, &st->body, err, sizeof err) != 0) {
-        gw_req_reply_problem(r, 400, "Bad Request", err[0] ? err : "invalid sync body", NULL);
+    if (gw_sync_body_scan(st->text, len, max_leads, &st->body, &err) != 0) {
+        gw_req_reply_err(r, &err);
         return;
     }
     if (!app->upstream_configured || !app->upstream) {

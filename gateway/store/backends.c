@@ -34,8 +34,7 @@ int64_t gw_redis_lease_ms(const gw_config *cfg)
     return t + LEASE_MARGIN_MS;
 }
 
-int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limiter,
-                       char *err, size_t errlen)
+int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limiter, gw_err *err)
 {
     gw_cache *ca = NULL;
     gw_limiter *rl = NULL, *li = NULL;
@@ -50,7 +49,7 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
                                 cfg->cache_negative_ttl_seconds);
         li = gw_limiter_local_new(&p);
         if (ca == NULL || li == NULL) {
-            snprintf(err, errlen, "cannot create the in-process cache or limiter (bad settings?)");
+            gw_err_set(err, 0, "cannot create the in-process cache or limiter (bad settings?)");
             goto out;
         }
         rc = 0;
@@ -60,7 +59,7 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
     gw_redis_opts o;
     memset(&o, 0, sizeof o);
     if (gw_config_redis_addr(cfg, &o.addr) != 0) {
-        snprintf(err, errlen, "redis.url: malformed");
+        gw_err_set(err, 0, "redis.url: malformed");
         goto out;
     }
     o.key_prefix = cfg->redis_key_prefix ? cfg->redis_key_prefix : "mktgw:";
@@ -69,19 +68,19 @@ int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limi
     r = gw_redis_new(&o);
     explicit_bzero(o.addr.password, sizeof o.addr.password);
     if (r == NULL) {
-        snprintf(err, errlen, "cannot create the Redis client (bad redis.* settings?)");
+        gw_err_set(err, 0, "cannot create the Redis client (bad redis.* settings?)");
         goto out;
     }
     ca = gw_cache_redis_new(r, cfg->cache_ttl_seconds, cfg->cache_negative_ttl_seconds);
     rl = gw_limiter_redis_new(r, &p, gw_redis_lease_ms(cfg));
     if (ca == NULL || rl == NULL) {
-        snprintf(err, errlen, "cannot create the Redis cache or limiter (bad settings?)");
+        gw_err_set(err, 0, "cannot create the Redis cache or limiter (bad settings?)");
         goto out;
     }
     li = gw_limiter_fallback_new(rl, cfg->rl_fallback_share);
     rl = NULL; /* owned by li now (or freed by it on failure) */
     if (li == NULL) {
-        snprintf(err, errlen, "out of memory");
+        gw_err_set(err, 0, "out of memory");
         goto out;
     }
     GW_LOG(GW_LOG_INFO,

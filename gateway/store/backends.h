@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "gateway/err.h"
 #include "gateway/store/cache.h"
 #include "gateway/store/ratelimit.h"
 
@@ -27,7 +28,6 @@ int64_t gw_redis_lease_ms(const gw_config *cfg);
  * need not be up at start: both backends reconnect by themselves. Returns 0,
  * or -1 with a message in err (no secret in it) and nothing allocated.
  * Destroy with (*cache)->ops->destroy and (*limiter)->ops->destroy. */
-int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limiter,
-                       char *err, size_t errlen);
+int gw_backends_create(const gw_config *cfg, gw_cache **cache, gw_limiter **limiter, gw_err *err);
 
 #endif /* GW_BACKENDS_H */

@@ -22,6 +22,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "gateway/err.h"
 #include "gateway/log.h"
 #include "gateway/metrics.h"
 
@@ -50,7 +51,7 @@ struct gw_redis {
     int64_t down_until_ms;         /* monotonic ms before which calls fail fast */
     bool probing;                  /* a thread is connecting after a backoff */
     unsigned rng;                  /* rand_r state for the jitter */
-    char last_err[128];            /* last connection error text (no secret), for the log */
+    char last_err[200];            /* last connection error text (no secret; a gw_err msg) */
     _Atomic int health;            /* HEALTH_*: what was last logged */
     _Atomic int64_t script_log_ms; /* when a script error was last logged */
 };
@@ -127,17 +128,17 @@ static void drop_idle_locked(gw_redis *r)
 }
 
 /* Runs one command on a fresh context during connect; 0 when the answer is not an error. */
-static int setup_command(redisContext *c, int argc, const char **argv, char *err, size_t errlen)
+static int setup_command(redisContext *c, int argc, const char **argv, gw_err *err)
 {
     redisReply *rep = redisCommandArgv(c, argc, argv, NULL);
     if (rep == NULL) {
-        snprintf(err, errlen, "%s", c->errstr[0] ? c->errstr : "I/O error");
+        gw_err_set(err, 0, "%s", c->errstr[0] ? c->errstr : "I/O error");
         return -1;
     }
     int rc = 0;
     if (rep->type == REDIS_REPLY_ERROR) {
         /* Redis's own text (e.g. WRONGPASS ...) never echoes the password. */
-        snprintf(err, errlen, "%s: %.100s", argv[0], rep->str ? rep->str : "error");
+        gw_err_set(err, 0, "%s: %.100s", argv[0], rep->str ? rep->str : "error");
         rc = -1;
     }
     freeReplyObject(rep);
@@ -145,34 +146,34 @@ static int setup_command(redisContext *c, int argc, const char **argv, char *err
 }
 
 /* Opens, authenticates and selects: a ready connection, or NULL with err. */
-static redisContext *connect_one(gw_redis *r, char *err, size_t errlen)
+static redisContext *connect_one(gw_redis *r, gw_err *err)
 {
     redisContext *c = redisConnectWithTimeout(r->addr.host, r->addr.port,
                                               ms_to_tv(r->connect_timeout_ms));
     if (c == NULL) {
-        snprintf(err, errlen, "out of memory");
+        gw_err_set(err, 0, "out of memory");
         return NULL;
     }
     if (c->err) {
-        snprintf(err, errlen, "%s", c->errstr);
+        gw_err_set(err, 0, "%s", c->errstr);
         goto fail;
     }
     if (redisSetTimeout(c, ms_to_tv(r->command_timeout_ms)) != REDIS_OK) {
-        snprintf(err, errlen, "cannot set the command timeout");
+        gw_err_set(err, 0, "cannot set the command timeout");
         goto fail;
     }
     if (r->addr.password[0]) {
         const char *argv[3] = {"AUTH", r->addr.username, r->addr.password};
-        int rc = r->addr.username[0] ? setup_command(c, 3, argv, err, errlen)
+        int rc = r->addr.username[0] ? setup_command(c, 3, argv, err)
                                      : setup_command(c, 2, (const char *[]){"AUTH", r->addr.password},
-                                                     err, errlen);
+                                                     err);
         if (rc < 0)
             goto fail;
     }
     if (r->addr.db != 0) {
         char db[16];
         snprintf(db, sizeof db, "%d", r->addr.db);
-        if (setup_command(c, 2, (const char *[]){"SELECT", db}, err, errlen) < 0)
+        if (setup_command(c, 2, (const char *[]){"SELECT", db}, err) < 0)
             goto fail;
     }
     return c;
@@ -284,9 +285,9 @@ gw_redis_conn *gw_redis_acquire(gw_redis *r)
     uint64_t gen = r->gen;
     pthread_mutex_unlock(&r->mu);
 
-    char err[128] = "";
+    gw_err err = {0};
     gw_redis_conn *c = calloc(1, sizeof *c);
-    redisContext *ctx = c ? connect_one(r, err, sizeof err) : NULL;
+    redisContext *ctx = c ? connect_one(r, &err) : NULL;
 
     pthread_mutex_lock(&r->mu);
     r->probing = false;
@@ -294,10 +295,10 @@ gw_redis_conn *gw_redis_acquire(gw_redis *r)
         free(c);
         drop_idle_locked(r);
         start_backoff_locked(r);
-        snprintf(r->last_err, sizeof r->last_err, "%s", c ? err : "out of memory");
+        snprintf(r->last_err, sizeof r->last_err, "%s", c ? err.msg : "out of memory");
         pthread_mutex_unlock(&r->mu);
         count("redis_errors_total", "Redis I/O, protocol and connection errors");
-        set_health(r, HEALTH_DOWN, err);
+        set_health(r, HEALTH_DOWN, err.msg);
         return NULL;
     }
     c->ctx = ctx;

@@ -83,24 +83,24 @@ static void metrics_register(gw_upstream *u)
 
 /* ---- construction --------------------------------------------------------- */
 
-gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, size_t errlen)
+gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, gw_err *err)
 {
     gw_upstream *u = NULL;
     if (!cfg || !lim || !lim->ops) {
-        snprintf(err, errlen, "upstream: missing configuration or limiter");
+        gw_err_set(err, 0, "upstream: missing configuration or limiter");
         return NULL;
     }
-    mkto_protocol *proto = gw_protocol_new(cfg, err, errlen);
+    mkto_protocol *proto = gw_protocol_new(cfg, err);
     if (!proto)
         return NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        snprintf(err, errlen, "upstream: curl_global_init failed");
+        gw_err_set(err, 0, "upstream: curl_global_init failed");
         mkto_protocol_free(proto);
         return NULL;
     }
     u = calloc(1, sizeof *u);
     if (!u) {
-        snprintf(err, errlen, "upstream: out of memory");
+        gw_err_set(err, 0, "upstream: out of memory");
         mkto_protocol_free(proto);
         curl_global_cleanup();
         return NULL;
@@ -126,7 +126,7 @@ gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, s
     u->rng = (uint64_t)wall_ms() ^ ((uint64_t)(uintptr_t)u << 16) ^ 0x9e3779b97f4a7c15ull;
     u->multi = curl_multi_init();
     if (!u->multi) {
-        snprintf(err, errlen, "upstream: curl_multi_init failed");
+        gw_err_set(err, 0, "upstream: curl_multi_init failed");
         goto fail;
     }
     curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_calls);

@@ -5,16 +5,16 @@
 
 #include "soap/soap.h"
 
-mkto_protocol *gw_protocol_new(const gw_config *cfg, char *err, size_t errlen)
+mkto_protocol *gw_protocol_new(const gw_config *cfg, gw_err *err)
 {
     if (!cfg->soap_endpoint || !cfg->soap_endpoint[0]) {
-        snprintf(err, errlen, "upstream: marketo.soap_endpoint is not set");
+        gw_err_set(err, 0, "upstream: marketo.soap_endpoint is not set");
         return NULL;
     }
     size_t max_response = cfg->max_response_bytes > 0 ? (size_t)cfg->max_response_bytes : 0;
     mkto_protocol *p = soap_protocol_new(cfg->soap_endpoint, cfg->user_id, cfg->encryption_key,
                                          max_response);
     if (!p)
-        snprintf(err, errlen, "upstream: out of memory");
+        gw_err_set(err, 0, "upstream: out of memory");
     return p;
 }

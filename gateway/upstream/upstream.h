@@ -76,6 +76,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "gateway/err.h"
 #include "gateway/store/ratelimit.h"
 #include "marketo/model.h"
 
@@ -167,7 +168,7 @@ typedef struct gw_upstream gw_upstream;
 
 /* Creates the engine (not started). lim is borrowed and must outlive it.
  * Returns NULL with err filled. */
-gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, char *err, size_t errlen);
+gw_upstream *gw_upstream_new(const gw_config *cfg, gw_limiter *lim, gw_err *err);
 
 /* Starts the engine thread. Returns 0 or -1. */
 int gw_upstream_start(gw_upstream *u);

@@ -123,16 +123,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     char *qs = fuzz_strndup(data, size);
     char *binding = NULL;
     char *binding2 = NULL;
-    char err[256];
+    gw_err err = {0};
     gw_selector s;
     gw_selector s2;
     memset(&s, 0, sizeof s);
     memset(&s2, 0, sizeof s2);
-    err[0] = '\0';
 
-    if (gw_query_parse_string(qs, &lim, &s, err, sizeof err) != 0) {
-        if (err[0] == '\0' || memchr(err, '\0', sizeof err) == NULL)
+    if (gw_query_parse_string(qs, &lim, &s, &err) != 0) {
+        if (err.msg[0] == '\0' || memchr(err.msg, '\0', sizeof err.msg) == NULL)
             fuzz_fail("rejected query without a message");
+        if (err.status != 400 && err.status != 500)
+            fuzz_fail("rejected query with status %d", err.status);
         goto out;
     }
     check_selector(&s, &lim);
@@ -143,9 +144,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             fuzz_fail("list/updated-at selector without a binding");
         goto out;
     }
-    err[0] = '\0';
-    if (gw_query_parse_string(binding, &lim, &s2, err, sizeof err) != 0)
-        fuzz_fail("binding does not parse back: \"%s\": %s", binding, err);
+    err = (gw_err){0};
+    if (gw_query_parse_string(binding, &lim, &s2, &err) != 0)
+        fuzz_fail("binding does not parse back: \"%s\": %s", binding, err.msg);
     check_selector(&s2, &lim);
     binding2 = gw_selector_binding(&s2);
     if (binding2 == NULL || strcmp(binding, binding2) != 0)

@@ -131,15 +131,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memcpy(body, data, size);
 
     gw_sync_request req;
-    char err[256];
+    gw_err err = {0};
     memset(&req, 0, sizeof req);
-    err[0] = '\0';
-    int rc = gw_sync_request_parse(body, size, MAX_LEADS, &req, err, sizeof err);
+    int rc = gw_sync_request_parse(body, size, MAX_LEADS, &req, &err);
     if (rc != 0) {
         if (req.leads != NULL || req.nleads != 0)
             fuzz_fail("rejected body left %zu leads in out", req.nleads);
-        if (err[0] == '\0' || memchr(err, '\0', sizeof err) == NULL)
+        if (err.msg[0] == '\0' || memchr(err.msg, '\0', sizeof err.msg) == NULL)
             fuzz_fail("rejected body without a message");
+        if (err.status != 400 && err.status != 500)
+            fuzz_fail("rejected body with status %d", err.status);
         goto out;
     }
     if (req.nleads == 0 || req.nleads > MAX_LEADS || req.leads == NULL)

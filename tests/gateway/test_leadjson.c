@@ -120,27 +120,29 @@ static void test_typed_values(void **state)
 /* Parses body; asserts success; the caller clears r. */
 static void sync_ok(const char *body, size_t max, gw_sync_request *r)
 {
-    char err[256] = "";
+    gw_err err = {0};
     memset(r, 0, sizeof(*r));
-    if (gw_sync_request_parse(body, strlen(body), max, r, err, sizeof(err)) != 0)
-        fail_msg("rejected: %s (%.100s)", err, body);
+    if (gw_sync_request_parse(body, strlen(body), max, r, &err) != 0)
+        fail_msg("rejected: %s (%.100s)", err.msg, body);
 }
 
 static void sync_bad_len(const char *body, size_t len, const char *want)
 {
-    char err[256] = "";
+    gw_err err = {0};
     gw_sync_request r;
     memset(&r, 0, sizeof(r));
-    int rc = gw_sync_request_parse(body, len, 300, &r, err, sizeof(err));
+    int rc = gw_sync_request_parse(body, len, 300, &r, &err);
     if (rc == 0) {
         gw_sync_request_clear(&r);
         fail_msg("accepted: %.100s", body);
     }
     assert_null(r.leads);
-    if (strstr(err, want) == NULL)
-        fail_msg("message '%s' lacks '%s' (%.100s)", err, want, body);
-    if (strstr(err, "secret") != NULL)
-        fail_msg("message echoes a value: %s", err);
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("message '%s' lacks '%s' (%.100s)", err.msg, want, body);
+    if (strstr(err.msg, "secret") != NULL)
+        fail_msg("message echoes a value: %s", err.msg);
+    if (err.status != 400)
+        fail_msg("status %d, not 400 (%.100s)", err.status, body);
 }
 
 static void sync_bad(const char *body, const char *want)
@@ -276,12 +278,13 @@ static void test_sync_reject(void **state)
     sync_bad_len(nul, sizeof(nul), "not valid JSON");
 
     /* More than max_leads. */
-    char err[128];
+    gw_err err = {0};
     gw_sync_request r;
     memset(&r, 0, sizeof(r));
     const char *three = "{\"leads\":[{\"id\":1},{\"id\":2},{\"id\":3}]}";
-    assert_int_equal(gw_sync_request_parse(three, strlen(three), 2, &r, err, sizeof(err)), -1);
-    assert_string_equal(err, "leads: at most 2 leads per request");
+    assert_int_equal(gw_sync_request_parse(three, strlen(three), 2, &r, &err), -1);
+    assert_string_equal(err.msg, "leads: at most 2 leads per request");
+    assert_int_equal(err.status, 400);
 
     /* A 100 KB value. */
     size_t n = 100 * 1024;

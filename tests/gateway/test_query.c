@@ -18,24 +18,26 @@ static const gw_query_limits LIM = {.max_keys = 1000, .max_page_size = 1000,
 /* Parses qs; asserts success; the caller clears *s. */
 static void ok(const char *qs, gw_selector *s)
 {
-    char err[256] = "";
+    gw_err err = {0};
     memset(s, 0, sizeof(*s));
-    if (gw_query_parse_string(qs, &LIM, s, err, sizeof(err)) != 0)
-        fail_msg("rejected '%.80s': %s", qs, err);
+    if (gw_query_parse_string(qs, &LIM, s, &err) != 0)
+        fail_msg("rejected '%.80s': %s", qs, err.msg);
 }
 
-/* Parses qs; asserts failure with a message containing want. */
+/* Parses qs; asserts failure, a 400, with a message containing want. */
 static void bad_lim(const char *qs, const gw_query_limits *lim, const char *want)
 {
-    char err[256] = "";
+    gw_err err = {0};
     gw_selector s;
     memset(&s, 0, sizeof(s));
-    int rc = gw_query_parse_string(qs, lim, &s, err, sizeof(err));
+    int rc = gw_query_parse_string(qs, lim, &s, &err);
     gw_selector_clear(&s);
     if (rc == 0)
         fail_msg("accepted '%.80s'", qs);
-    if (strstr(err, want) == NULL)
-        fail_msg("'%.80s': message '%s' lacks '%s'", qs, err, want);
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("'%.80s': message '%s' lacks '%s'", qs, err.msg, want);
+    if (err.status != 400)
+        fail_msg("'%.80s': status %d, not 400", qs, err.status);
 }
 
 static void bad(const char *qs, const char *want)
@@ -179,14 +181,14 @@ static void test_messages_never_echo_values(void **state)
         "email=secret@x.com&email=secret%FF",
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char err[256] = "";
+        gw_err err = {0};
         gw_selector s;
         memset(&s, 0, sizeof(s));
-        assert_int_equal(gw_query_parse_string(cases[i], &LIM, &s, err, sizeof(err)), -1);
+        assert_int_equal(gw_query_parse_string(cases[i], &LIM, &s, &err), -1);
         gw_selector_clear(&s);
-        assert_true(err[0] != '\0');
-        if (strstr(err, "secret") != NULL)
-            fail_msg("case %zu echoes a value: %s", i, err);
+        assert_true(err.msg[0] != '\0');
+        if (strstr(err.msg, "secret") != NULL)
+            fail_msg("case %zu echoes a value: %s", i, err.msg);
     }
 }
 
@@ -197,10 +199,10 @@ static void test_dedup_and_max_keys(void **state)
     lim.max_keys = 3;
     gw_selector s;
     memset(&s, 0, sizeof(s));
-    char err[256];
+    gw_err err = {0};
     /* Duplicates do not count against the maximum. */
     assert_int_equal(
-        gw_query_parse_string("email=a@x,A@X,b@x,c@x,B@x,a@x", &lim, &s, err, sizeof(err)), 0);
+        gw_query_parse_string("email=a@x,A@X,b@x,c@x,B@x,a@x", &lim, &s, &err), 0);
     assert_int_equal(s.nkeys, 3);
     gw_selector_clear(&s);
     bad_lim("email=a@x,b@x,c@x,d@x", &lim, "too many keys: at most 3");
@@ -408,14 +410,15 @@ static void test_parse_arrays(void **state)
     const char *values[] = {"a@x.com,b@x.com", "A@x.com", "Company"};
     gw_selector s;
     memset(&s, 0, sizeof(s));
-    char err[128];
-    assert_int_equal(gw_query_parse(names, values, 3, &LIM, &s, err, sizeof(err)), 0);
+    gw_err err = {0};
+    assert_int_equal(gw_query_parse(names, values, 3, &LIM, &s, &err), 0);
     assert_int_equal(s.nkeys, 2);
     assert_string_equal(s.fieldset, "Company");
     gw_selector_clear(&s);
     const char *vnull[] = {NULL};
-    assert_int_equal(gw_query_parse(names, vnull, 1, &LIM, &s, err, sizeof(err)), -1);
-    assert_string_equal(err, "email: empty value");
+    assert_int_equal(gw_query_parse(names, vnull, 1, &LIM, &s, &err), -1);
+    assert_string_equal(err.msg, "email: empty value");
+    assert_int_equal(err.status, 400);
     gw_selector_clear(&s);
 }
 

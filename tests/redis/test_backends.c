@@ -64,8 +64,8 @@ static char *get_email(gw_cache *c, const char *value, int *rc)
 /* Calls the factory expecting success with backend ("local", "redis") for both. */
 static void create(const gw_config *cfg, gw_cache **c, gw_limiter **l, const char *backend)
 {
-    char err[256] = "";
-    assert_int_equal(gw_backends_create(cfg, c, l, err, sizeof err), 0);
+    gw_err err = {0};
+    assert_int_equal(gw_backends_create(cfg, c, l, &err), 0);
     assert_string_equal((*c)->ops->name, backend);
     assert_string_equal((*l)->ops->name, backend);
 }
@@ -76,11 +76,11 @@ static void expect_refused(const gw_config *cfg, const char *want)
 {
     gw_cache *c = (gw_cache *)&c;        /* not NULL: the factory must clear it */
     gw_limiter *l = (gw_limiter *)&l;
-    char err[256] = "";
-    assert_int_equal(gw_backends_create(cfg, &c, &l, err, sizeof err), -1);
+    gw_err err = {0};
+    assert_int_equal(gw_backends_create(cfg, &c, &l, &err), -1);
     assert_null(c);
     assert_null(l);
-    assert_string_equal(err, want);
+    assert_string_equal(err.msg, want);
 }
 
 static void test_params_from_config(void **state)

@@ -1,4 +1,5 @@
-"""Black-box tests of the gateway's HTTP face (gateway/http/server.c, ops.c, main.c).
+"""Black-box tests of the gateway's HTTP face (gateway/http/server.c and the files
+beside it, ops.c, main.c).
 
 Run: /usr/bin/python3 -m pytest tests/server   (scripts/test.sh does)
 Binary: GATEWAY_BIN (default build/gateway/marketo-gateway under the repository).
@@ -157,8 +158,8 @@ def raw_request(port, data, timeout=10.0):
 
 
 def route_table():
-    """(pattern, method) pairs of server.c's route table."""
-    with open(os.path.join(ROOT, "gateway", "http", "server.c")) as f:
+    """(pattern, method) pairs of the route table (gateway/http/routes.c)."""
+    with open(os.path.join(ROOT, "gateway", "http", "routes.c")) as f:
         src = f.read()
     block = src[src.index("/* ROUTES-BEGIN */"):src.index("/* ROUTES-END */")]
     routes = re.findall(r'\{"(/[^"]*)",\s*"([A-Z]+)"', block)
@@ -359,7 +360,7 @@ def test_openapi_documents_every_route(gw):
 
 def test_every_documented_path_answers(gw):
     # gw has no marketo.soap_endpoint: every route that needs Marketo answers
-    # server.c's 503 "upstream-not-configured" problem (after auth, before its
+    # screen.c's 503 "upstream-not-configured" problem (after auth, before its
     # handler); the operations routes answer their own bodies (ops.c).
     doc = gw.get("/openapi.json").json()
     seen = set()

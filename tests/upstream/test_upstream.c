@@ -512,8 +512,8 @@ static void env_init(env *e, canned dflt)
 
 static void env_start(env *e)
 {
-    char err[256] = "";
-    e->u = gw_upstream_new(&e->cfg, &e->lim.base, err, sizeof err);
+    gw_err err = {0};
+    e->u = gw_upstream_new(&e->cfg, &e->lim.base, &err);
     assert_non_null(e->u);
     assert_int_equal(gw_upstream_start(e->u), 0);
 }
@@ -1039,8 +1039,8 @@ static void test_shutdown_never_started(void **state)
 {
     env e;
     env_init(&e, (canned){200, &b_get_ok, 0, 0});
-    char err[256] = "";
-    e.u = gw_upstream_new(&e.cfg, &e.lim.base, err, sizeof err);
+    gw_err err = {0};
+    e.u = gw_upstream_new(&e.cfg, &e.lim.base, &err);
     assert_non_null(e.u);
     tjob t;
     make_get(&t, 1000, 1000);
@@ -1077,9 +1077,10 @@ static void test_bad_config(void **state)
 {
     gw_config cfg = {0};
     fake_lim lim = {.base.ops = &fl_ops};
-    char err[256] = "";
-    assert_null(gw_upstream_new(&cfg, &lim.base, err, sizeof err));
-    assert_non_null(strstr(err, "soap_endpoint"));
+    gw_err err = {0};
+    assert_null(gw_upstream_new(&cfg, &lim.base, &err));
+    assert_non_null(strstr(err.msg, "soap_endpoint"));
+    assert_int_equal(err.status, 0); /* a start-up error: never a client's */
     assert_string_equal(gw_outcome_name(GW_OUT_RATE_LIMITED), "rate_limited");
     assert_string_equal(gw_outcome_name((gw_outcome)99), "unknown");
 }
