@@ -215,6 +215,66 @@ static void format_listen(const gw_config *cfg, unsigned port, char *out, size_t
         snprintf(out, outlen, "%s:%u", host, port);
 }
 
+/* Starts the HTTP server (and /metrics on a port of its own when
+ * gateway.metrics_listen is set), then prints the "listening" lines a
+ * starter waits for. Returns 0, or -1 with err filled. */
+static int start_listening(gw_app *app, const gw_config *cfg, gw_server **srv,
+                           gw_metrics_http **mhttp, gw_err *err)
+{
+    char where[300];
+    *srv = gw_server_start(app, err);
+    if (*srv == NULL)
+        return -1;
+    /* the metrics listener and its line come before the API port's
+     * "listening" line */
+    if (cfg->metrics_listen != NULL && cfg->metrics_listen[0] != '\0') {
+        *mhttp = gw_metrics_http_start(app, err);
+        if (*mhttp == NULL)
+            return -1;
+        gw_config mcfg = {.listen = cfg->metrics_listen};
+        format_listen(&mcfg, gw_metrics_http_port(*mhttp), where, sizeof where);
+        GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)gw_metrics_http_port(*mhttp),
+                                      "listen", where), "metrics listening");
+        printf("marketo-gateway metrics on %s\n", where);
+    }
+    unsigned port = gw_server_port(*srv);
+    format_listen(cfg, port, where, sizeof where);
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)port, "listen", where), "listening");
+    printf("marketo-gateway listening on %s\n", where);
+    fflush(stdout);
+    return 0;
+}
+
+/* SIGTERM/SIGINT (sig) arrived: drains within gateway.drain_timeout_ms.
+ * /readyz turns 503 at once, new requests are answered at once, requests
+ * in flight finish on their own until the last `settle` ms of the budget;
+ * then the engine ends what is left (SHUTDOWN: 503 answers) and those
+ * replies get the rest of the budget to go out. */
+static void drain(gw_app *app, const gw_config *cfg, gw_server *srv, const sigset_t *set, int sig)
+{
+    /* At once: /readyz sees the signal as pending until sigwait took it. */
+    atomic_store(&app->draining, true);
+    int64_t deadline = gw_now_ms() + (cfg->drain_timeout_ms > 0 ? cfg->drain_timeout_ms : 0);
+    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:I, s:I}", "signal", sig,
+                                  "in_progress", (json_int_t)gw_server_active(srv),
+                                  "drain_timeout_ms", (json_int_t)cfg->drain_timeout_ms),
+           "draining");
+    gw_server_quiesce(srv);
+    int64_t settle = cfg->drain_timeout_ms / 5 < SETTLE_MS ? cfg->drain_timeout_ms / 5 : SETTLE_MS;
+    bool patient = wait_idle(srv, deadline - settle, set);
+    if (app->upstream != NULL)
+        gw_upstream_shutdown(app->upstream, gw_now_ms());
+    /* Syncs still waiting for Redis to take their invalidation answer now
+     * (X-Cache-Invalidation: pending): none may outlive the server. */
+    if (app->cache != NULL && app->cache->ops->stop_waits != NULL)
+        app->cache->ops->stop_waits(app->cache);
+    if (patient)
+        wait_idle(srv, deadline, set);
+    size_t left = gw_server_active(srv);
+    GW_LOG(left > 0 ? GW_LOG_WARN : GW_LOG_INFO,
+           json_pack("{s:I}", "abandoned", (json_int_t)left), "stopped");
+}
+
 int main(int argc, char **argv)
 {
     gw_config cfg;
@@ -265,33 +325,11 @@ int main(int argc, char **argv)
                                   "Start time of the process since the Unix epoch in seconds", NULL),
                  (int64_t)time(NULL));
 
-    srv = gw_server_start(&app, &err);
-    if (srv == NULL) {
+    if (start_listening(&app, &cfg, &srv, &mhttp, &err) < 0) {
         GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err.msg);
         exit_code = 1;
         goto out;
     }
-    char where[300];
-    /* gateway.metrics_listen: /metrics on a listener of its own, started
-     * (and its line printed) before the API port's "listening" line */
-    if (cfg.metrics_listen != NULL && cfg.metrics_listen[0] != '\0') {
-        mhttp = gw_metrics_http_start(&app, &err);
-        if (mhttp == NULL) {
-            GW_LOG(GW_LOG_ERROR, NULL, "start-up failed: %s", err.msg);
-            exit_code = 1;
-            goto out;
-        }
-        gw_config mcfg = {.listen = cfg.metrics_listen};
-        format_listen(&mcfg, gw_metrics_http_port(mhttp), where, sizeof where);
-        GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)gw_metrics_http_port(mhttp),
-                                      "listen", where), "metrics listening");
-        printf("marketo-gateway metrics on %s\n", where);
-    }
-    unsigned port = gw_server_port(srv);
-    format_listen(&cfg, port, where, sizeof where);
-    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:s}", "port", (int)port, "listen", where), "listening");
-    printf("marketo-gateway listening on %s\n", where);
-    fflush(stdout);
     /* From here on lines are batched per thread (the start-up lines above
      * are already on stderr when the listening line is read). */
     if (gw_logb_start() != 0)
@@ -303,30 +341,7 @@ int main(int argc, char **argv)
             log_sighup();
             sig = 0;
         }
-    /* At once: /readyz sees the signal as pending until sigwait took it. */
-    atomic_store(&app.draining, true);
-    int64_t deadline = gw_now_ms() + (cfg.drain_timeout_ms > 0 ? cfg.drain_timeout_ms : 0);
-    GW_LOG(GW_LOG_INFO, json_pack("{s:i, s:I, s:I}", "signal", sig,
-                                  "in_progress", (json_int_t)gw_server_active(srv),
-                                  "drain_timeout_ms", (json_int_t)cfg.drain_timeout_ms),
-           "draining");
-    gw_server_quiesce(srv);
-    /* Requests finish on their own until the last `settle` ms of the budget;
-     * then the engine ends what is left (SHUTDOWN: 503 answers) and those
-     * replies get the rest of the budget to go out. */
-    int64_t settle = cfg.drain_timeout_ms / 5 < SETTLE_MS ? cfg.drain_timeout_ms / 5 : SETTLE_MS;
-    bool patient = wait_idle(srv, deadline - settle, &set);
-    if (app.upstream != NULL)
-        gw_upstream_shutdown(app.upstream, gw_now_ms());
-    /* Syncs still waiting for Redis to take their invalidation answer now
-     * (X-Cache-Invalidation: pending): none may outlive the server. */
-    if (app.cache != NULL && app.cache->ops->stop_waits != NULL)
-        app.cache->ops->stop_waits(app.cache);
-    if (patient)
-        wait_idle(srv, deadline, &set);
-    size_t left = gw_server_active(srv);
-    GW_LOG(left > 0 ? GW_LOG_WARN : GW_LOG_INFO,
-           json_pack("{s:I}", "abandoned", (json_int_t)left), "stopped");
+    drain(&app, &cfg, srv, &set, sig);
     exit_code = 0;
 
 out:
