@@ -16,6 +16,7 @@ import socket
 import time
 
 import requests
+from mgw_harness import metrics_when  # noqa: E402
 from mgw_harness import rss_kb as _rss_kb  # noqa: E402
 
 N = 500
@@ -185,10 +186,10 @@ def test_trickled_body_is_cut_at_the_body_deadline(fresh_sim, gateway_factory):
     assert headers["x-request-id"] == "slow-body-1"
     assert "gateway.body_timeout_ms" in doc["detail"]
     assert fresh_sim.calls("syncMultipleLeads") == 0
-    text = gw.get("/metrics").text
+    line408 = r'^http_requests_total\{route="/leads/sync",method="POST",status="408"\} 1$'
+    text = metrics_when(lambda: gw.get("/metrics"), line408)
     assert 'http_connections_closed_total{reason="body_timeout"} 1' in text
-    assert re.search(r'^http_requests_total\{route="/leads/sync",method="POST",status="408"\} 1$',
-                     text, re.M), text
+    assert re.search(line408, text, re.M), text
 
 
 def test_healthz_answers_while_slow_clients_fill_the_limit(fresh_sim, gateway_factory):

@@ -572,3 +572,16 @@ def max_in_window(times_ms, window_ms):
             lo += 1
         worst = max(worst, hi - lo + 1)
     return worst
+
+
+def metrics_when(fetch, pattern, timeout=5.0):
+    """The text of a /metrics scrape once regex pattern (multi-line) matches
+    it, or the last scrape after timeout. A request is counted when
+    libmicrohttpd completes it, just after its reply went out, so a scrape on
+    another connection may come first. fetch() returns a response."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = fetch().text
+        if re.search(pattern, text, re.M) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.02)

@@ -298,11 +298,14 @@ def test_metrics_on_its_own_port(start):
     assert "marketo-gateway metrics on 127.0.0.1:%d" % lines[0]["port"] in g.stdout_lines
     mbase = "http://127.0.0.1:%d" % lines[0]["port"]
     g.get("/healthz")
+    # counted at completion, just after the reply went out: wait for it
+    healthz_line = r'^http_requests_total\{route="/healthz",method="GET",status="200"\} 1$'
+    harness.metrics_when(lambda: requests.get(mbase + "/metrics", timeout=10), healthz_line)
     r = requests.get(mbase + "/metrics", timeout=10)
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain") and "version=0.0.4" in r.headers["Content-Type"]
     assert not [l for l in r.text.splitlines() if not METRIC_LINE.match(l)]
-    assert re.search(r'^http_requests_total\{route="/healthz",method="GET",status="200"\} 1$', r.text, re.M)
+    assert re.search(healthz_line, r.text, re.M)
     assert re.search(r'^gateway_build_info\{version="[^"]+"\} 1$', r.text, re.M)
     assert requests.head(mbase + "/metrics", timeout=10).status_code == 200
     body = assert_problem(g.get("/metrics"), 404)
