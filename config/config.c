@@ -836,3 +836,31 @@ void gw_config_free(gw_config *cfg)
     }
     memset(cfg, 0, sizeof *cfg);
 }
+
+int gw_config_split_list(const char *in, char ***out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    const char *p = in != NULL ? in : "";
+    while (*p) {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        const char *a = p, *b = p + len;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        if (b > a) {
+            char **nv = realloc(*out, (*n + 1) * sizeof *nv);
+            if (nv == NULL)
+                return -1;
+            *out = nv;
+            (*out)[*n] = strndup(a, (size_t)(b - a));
+            if ((*out)[*n] == NULL)
+                return -1;
+            (*n)++;
+        }
+        p = e != NULL ? e + 1 : p + len;
+    }
+    return 0;
+}

@@ -110,6 +110,13 @@ const char *gw_config_key_name(size_t i);
  * host does not fit in hostlen bytes. */
 int gw_config_split_listen(const char *listen, char *host, size_t hostlen, uint16_t *port);
 
+/* Splits a comma-separated setting (auth.api_keys, gateway.cors_allowed_origins)
+ * into trimmed (spaces, tabs), non-empty malloc'd copies: *out gets the array
+ * and *n its length (NULL and 0 for NULL or an empty list). Returns 0, or -1
+ * out of memory; what was split so far is then left in *out for the caller
+ * to free, as on success. */
+int gw_config_split_list(const char *in, char ***out, size_t *n);
+
 /* A parsed redis.url: redis://[[user]:password@]host[:port][/db]. */
 typedef struct gw_redis_addr {
     char host[256];               /* host name or IP literal, brackets removed */

@@ -60,34 +60,6 @@ static void pin_malloc_thresholds(void)
     (void)mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
 }
 
-/* Splits auth.api_keys by commas into trimmed, non-empty copies in app.
- * Returns 0 or -1 (no memory). */
-static int parse_api_keys(gw_app *app, const char *list)
-{
-    const char *p = list != NULL ? list : "";
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-        const char *a = p, *b = p + len;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (b > a) {
-            char **nv = realloc(app->api_keys, (app->napi_keys + 1) * sizeof *nv);
-            if (nv == NULL)
-                return -1;
-            app->api_keys = nv;
-            app->api_keys[app->napi_keys] = strndup(a, (size_t)(b - a));
-            if (app->api_keys[app->napi_keys] == NULL)
-                return -1;
-            app->napi_keys++;
-        }
-        p = e != NULL ? e + 1 : p + len;
-    }
-    return 0;
-}
-
 /* Frees what main built into app (copes with a half-built one). */
 static void app_free(gw_app *app)
 {
@@ -119,7 +91,7 @@ static int app_build(gw_app *app, const gw_config *cfg, gw_err *err)
     app->upstream_configured = cfg->soap_endpoint != NULL && cfg->soap_endpoint[0] != '\0';
     atomic_store(&app->draining, false);
 
-    if (parse_api_keys(app, cfg->api_keys) < 0) {
+    if (gw_config_split_list(cfg->api_keys, &app->api_keys, &app->napi_keys) < 0) {
         gw_err_set(err, 0, "out of memory reading auth.api_keys");
         return -1;
     }

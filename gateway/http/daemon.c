@@ -67,37 +67,6 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     gw_log_emit(GW_LOG_WARN, json_pack("{s:s}", "component", "libmicrohttpd"), "%s", buf);
 }
 
-/* Splits a comma-separated list into trimmed, non-empty copies. Returns 0 or -1. */
-static int split_list(const char *in, char ***out, size_t *n)
-{
-    *out = NULL;
-    *n = 0;
-    if (in == NULL)
-        return 0;
-    const char *p = in;
-    while (*p) {
-        const char *e = strchr(p, ',');
-        size_t len = e ? (size_t)(e - p) : strlen(p);
-        const char *a = p, *b = p + len;
-        while (a < b && (*a == ' ' || *a == '\t'))
-            a++;
-        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
-            b--;
-        if (b > a) {
-            char **nv = realloc(*out, (*n + 1) * sizeof *nv);
-            if (nv == NULL)
-                return -1;
-            *out = nv;
-            (*out)[*n] = strndup(a, (size_t)(b - a));
-            if ((*out)[*n] == NULL)
-                return -1;
-            (*n)++;
-        }
-        p = e ? e + 1 : p + len;
-    }
-    return 0;
-}
-
 /* Fills ss from host and port (numeric addresses, or a name resolved once).
  * Returns the address length, or 0 with err filled. */
 static socklen_t listen_addr(const char *host, uint16_t port, struct sockaddr_storage *ss,
@@ -157,7 +126,7 @@ static int server_settings(gw_server *s, gw_app *app, gw_err *err)
             SHA256((const unsigned char *)app->api_keys[i], strlen(app->api_keys[i]),
                    s->key_digests + i * SHA256_DIGEST_LENGTH);
     }
-    if (split_list(cfg->cors_allowed_origins, &s->origins, &s->norigins) < 0)
+    if (gw_config_split_list(cfg->cors_allowed_origins, &s->origins, &s->norigins) < 0)
         return GW_ERR_FAIL(err, 0, "out of memory");
     for (size_t i = 0; i < s->norigins; i++)
         if (strcmp(s->origins[i], "*") == 0)

@@ -869,6 +869,28 @@ static void test_cli_check_config(void **state)
     free_result(&r);
 }
 
+/* Comma lists (auth.api_keys, gateway.cors_allowed_origins): trimmed, empty
+ * items dropped, order kept. */
+static void test_split_list(void **state)
+{
+    (void)state;
+    char **v = NULL;
+    size_t n = 99;
+    assert_int_equal(gw_config_split_list(NULL, &v, &n), 0);
+    assert_null(v);
+    assert_int_equal(n, 0);
+    assert_int_equal(gw_config_split_list(" , ,\t", &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(gw_config_split_list(" key-a ,,\tkey b\t, https://x.io ", &v, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0], "key-a");
+    assert_string_equal(v[1], "key b");
+    assert_string_equal(v[2], "https://x.io");
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -896,6 +918,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cli_version_help, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_usage_errors, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cli_check_config, setup, teardown),
+        cmocka_unit_test(test_split_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
